@@ -1,0 +1,59 @@
+"""Regression: one value per declared regression."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from aicoco.errors import AiCOCOFormatError
+from aicoco.models import AiCOCOOutput, AiRegressionItem
+from aicoco.strategies.base import Frame, OutputStrategy, as_array, single_or_meta
+
+
+class RegressionStrategy(OutputStrategy):
+    """``model_out``: shape (R,), real numbers, R = number of declared regressions.
+
+    The values go to the ``regressions`` of the image (one image) or of ``meta`` (a series),
+    replacing what the client sent there. NaN and infinities are refused: JSON has no such
+    numbers and a silent ``null`` would break the document's own schema.
+    """
+
+    def format(self, model_out: Any, frame: Frame) -> AiCOCOOutput:
+        values = real_vector(model_out, "model_out", len(frame.regression_specs))
+        target = single_or_meta(frame)
+        target.regressions = [
+            AiRegressionItem(regression_id=regression.id, value=value)
+            for regression, value in zip(frame.regressions, values.tolist(), strict=False)
+        ]
+        return frame.output()
+
+
+def real_vector(value: Any, name: str, length: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """A (length,) vector of finite reals, as float64."""
+    array = as_array(value, name)
+    if array.shape != (length,):
+        raise AiCOCOFormatError(
+            f"expected `{name}` of shape ({length},), one value per declared regression, "
+            f"got shape {array.shape}"
+        )
+    return finite(array, name)
+
+
+def finite(array: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(
+        array
+    ):
+        raise AiCOCOFormatError(f"expected `{name}` to hold real numbers, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize < 8:
+        # Through the shortest decimal text, so a float32 0.9 is written 0.9, not
+        # 0.8999999761581421.
+        array = array.astype(str)
+    values = array.astype(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        position = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise AiCOCOFormatError(
+            f"expected finite numbers in `{name}`, got {values[position]} at {position}"
+        )
+    return values
