@@ -1,6 +1,6 @@
 """AiCOCO: data models, ids and output strategies for medical-imaging model outputs.
 
-A pure library (pydantic, numpy, scipy): no web framework, no inference server. Typical use::
+A pure library (pydantic, numpy): no web framework, no inference server. Typical use::
 
     from aicoco import AiImage, CategorySpec, IdGenerator, SegmentationStrategy
 

@@ -169,3 +169,14 @@ class ModelNotReady(ServiceUnavailable):
 class TritonTimeout(ApiError):
     status = 504
     code = "triton_timeout"
+
+
+class InvalidModelConfig(ApiError):
+    """The model's ``config.pbtxt`` parameters (``aicoco.*``) or tensors don't fit its pipeline.
+
+    The deployment's mistake, not the client's, and retrying won't help: 500 with the model and
+    the parameter named.
+    """
+
+    status = 500
+    code = "invalid_model_config"
