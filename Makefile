@@ -46,7 +46,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(PY) -m ruff format .
 
 typecheck: $(STAMP) ## mypy, strict
-	$(PY) -m mypy aicoco gateway triton_local benchmarks training tests
+	$(PY) -m mypy aicoco gateway triton_local benchmarks training tests docker/healthcheck.py
 
 check: lint typecheck
 
