@@ -1,0 +1,89 @@
+"""Fixtures shared by every test area: a real local Triton for end-to-end tests.
+
+``triton`` (session scope) serves ``model_repository/`` for the whole run, so the five example
+models load once. Tests that change a repository (drop-in, broken models) start their own server
+with ``start_triton`` on a copy (``model_repository_copy``) or on a folder they build. Each server
+is stopped at the end of its scope, also when a test fails or the run is interrupted, and the
+teardown fails loudly if any of its processes (server or backend stub) is still alive.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from triton_local import LocalTriton
+from triton_local.process import group_members
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+MODEL_REPOSITORY = REPOSITORY_ROOT / "model_repository"
+
+StartTriton = Callable[..., LocalTriton]
+
+
+def _stop_and_check(server: LocalTriton) -> None:
+    pgid = server.pid
+    server.stop()
+    if pgid is not None:
+        survivors = group_members(pgid)
+        assert not survivors, f"local Triton processes outlived their fixture: {survivors}"
+
+
+def _start(repository: Path, log_file: Path, **options: Any) -> LocalTriton:
+    """Start on free ports with a short poll interval so drop-in tests wait little."""
+    options.setdefault("grpc_port", 0)
+    options.setdefault("http_port", 0)
+    options.setdefault("metrics_port", 0)
+    options.setdefault("poll_interval_s", 1)
+    return LocalTriton(repository, log_file=log_file, **options).start()
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
+    """A local Triton serving ``model_repository/``; ``.grpc_url`` is where to connect."""
+    if not (MODEL_REPOSITORY.is_dir() and any(MODEL_REPOSITORY.iterdir())):
+        pytest.fail(f"{MODEL_REPOSITORY} is missing or empty: run `make models` to create it")
+    log_file = tmp_path_factory.mktemp("triton") / "tritonserver.log"
+    server = _start(MODEL_REPOSITORY, log_file)
+    try:
+        yield server
+    finally:
+        _stop_and_check(server)
+
+
+@pytest.fixture
+def start_triton(tmp_path: Path) -> Iterator[StartTriton]:
+    """Start a local Triton on a repository of the test's own: ``start_triton(path, **options)``.
+
+    Options are ``LocalTriton``'s; ports default to free ones and the poll interval to 1 s. The
+    log goes to the test's temp folder. Every server started is stopped after the test.
+    """
+    started: list[LocalTriton] = []
+    numbers = itertools.count()
+
+    def start(repository: Path, **options: Any) -> LocalTriton:
+        # A server whose start fails has already stopped itself; only started ones need stopping.
+        server = _start(repository, tmp_path / f"tritonserver-{next(numbers)}.log", **options)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in reversed(started):
+            _stop_and_check(server)
+
+
+@pytest.fixture
+def model_repository_copy(tmp_path: Path) -> Path:
+    """A private copy of ``model_repository/`` that a test may add folders to or break."""
+    if not MODEL_REPOSITORY.is_dir():
+        pytest.fail(f"{MODEL_REPOSITORY} is missing: run `make models` to create it")
+    copy = tmp_path / "model_repository"
+    shutil.copytree(MODEL_REPOSITORY, copy)
+    return copy
