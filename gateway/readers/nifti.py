@@ -1,0 +1,188 @@
+"""NIfTI-1 and NIfTI-2 volumes (``.nii``, gzip'ed ``.nii.gz``), in one documented orientation.
+
+Orientation. NIfTI stores voxels in any axis order; the affine (sform, else qform, else the
+pixdims, as nibabel chooses) maps them to patient RAS+ millimetres. The volume is first brought to
+the closest canonical RAS+ axis order (nibabel's ``io_orientation``, the same choice as
+``as_closest_canonical``: axes are only permuted and flipped, never resampled), then laid out as
+``(Z, H, W)``:
+
+- Z runs inferior to superior (slice 0 is the most inferior axial slice),
+- rows (H) run anterior to posterior (the top row is anterior),
+- columns (W) run from the patient's right to their left (radiological convention: the
+  patient's right is on the left of the image).
+
+That is how an axial DICOM series with the usual ImageOrientationPatient ``[1, 0, 0, 0, 1, 0]``
+reads in :mod:`gateway.readers.series`, so a model sees the same picture from a NIfTI conversion
+of a series as from the series itself. Oblique volumes get the closest axis-aligned
+orientation, without interpolation.
+
+Values: ``scl_slope``/``scl_inter`` applied (integer slope and intercept keep an integer dtype,
+otherwise float32). ``hounsfield`` is a heuristic, since NIfTI does not record the modality: True
+when ``descrip`` names CT (the word ``CT``) or the scaled minimum is at most -900, the air of a
+CT (-1000 HU) that MR, PET and normalised intensities do not reach.
+
+A 4-D file with more than one volume is refused: which volume to send is the client's choice.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+from nibabel.filebasedimages import ImageFileError
+from nibabel.fileholders import FileHolder
+from nibabel.orientations import apply_orientation, io_orientation
+from nibabel.spatialimages import HeaderDataError
+
+from gateway.errors import UnreadableFile, UnsupportedImage
+from gateway.readers.base import unreadable
+from gateway.readers.detect import nifti_version
+from gateway.readers.limits import VoxelBudget
+from gateway.request import Upload
+
+HOUNSFIELD_MINIMUM = -900.0
+"""A scaled minimum at or below this makes a volume CT (air is -1000 HU)."""
+
+_CT_WORD = re.compile(rb"\bCT\b")
+_UNIT_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001}
+_NIFTI_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, TypeError)
+
+
+@dataclass(frozen=True)
+class NiftiHeader:
+    upload: Upload
+    stored_shape: tuple[int, int, int]
+    """The voxel array's shape as stored (trailing axes of length 1 dropped)."""
+    shape: tuple[int, int, int]
+    """``(Z, H, W)`` after orientation."""
+    spacing: tuple[float, float, float]
+    ornt: npt.NDArray[np.float64]
+    """nibabel's orientation: stored axes to RAS+."""
+    ct_description: bool
+
+
+@dataclass(frozen=True)
+class NiftiVolume:
+    pixels: npt.NDArray[Any]
+    hounsfield: bool
+    spacing: tuple[float, float, float]
+
+
+def read_header(upload: Upload, budget: VoxelBudget) -> NiftiHeader:
+    """The volume's oriented shape and spacing, checked against ``budget``."""
+    with _image(upload) as image:
+        header = image.header
+        shape = _spatial_shape(upload.file_name, tuple(int(n) for n in header.get_data_shape()))
+        affine = np.asarray(image.affine, dtype=np.float64)
+        ornt = io_orientation(affine)  # type: ignore[no-untyped-call]
+        if np.isnan(ornt).any():
+            raise UnreadableFile(
+                f"'{upload.file_name}' has a degenerate affine (sform/qform): its axes cannot be "
+                "oriented",
+                details={"file_name": upload.file_name},
+            )
+        unit = _UNIT_MM.get(str(header.get_xyzt_units()[0]), 1.0)
+        sizes = np.linalg.norm(affine[:3, :3], axis=0) * unit
+        ras_shape, ras_sizes = [0, 0, 0], [0.0, 0.0, 0.0]
+        for axis, (target, _) in enumerate(ornt):
+            ras_shape[int(target)] = shape[axis]
+            ras_sizes[int(target)] = float(sizes[axis])
+        descrip = np.asarray(header["descrip"]).tobytes()
+    budget.claim(upload.file_name, ras_shape[1], ras_shape[0], ras_shape[2])
+    return NiftiHeader(
+        upload=upload,
+        stored_shape=shape,
+        shape=(ras_shape[2], ras_shape[1], ras_shape[0]),
+        spacing=(ras_sizes[2], ras_sizes[1], ras_sizes[0]),
+        ornt=ornt,
+        ct_description=bool(_CT_WORD.search(descrip)),
+    )
+
+
+def read_volume(header: NiftiHeader) -> NiftiVolume:
+    """Decode, orient (see the module's docstring) and scale the volume."""
+    name = header.upload.file_name
+    with _image(header.upload) as image:
+        # nibabel moves scl_slope/scl_inter from the header into the array proxy on load.
+        slope, intercept = float(image.dataobj.slope), float(image.dataobj.inter)
+        try:
+            raw = np.asanyarray(image.dataobj.get_unscaled())
+        except _NIFTI_ERRORS as exc:
+            raise unreadable(name, "NIfTI file", "its voxel data cannot be read", exc) from exc
+    if raw.dtype.fields is not None or np.iscomplexobj(raw):
+        raise UnsupportedImage(
+            f"'{name}' holds {raw.dtype} voxels; only real scalar volumes are supported",
+            details={"file_name": name},
+        )
+    ras = apply_orientation(raw.reshape(header.stored_shape), header.ornt)  # type: ignore[no-untyped-call]
+    pixels = _scaled(ras.transpose(2, 1, 0)[:, ::-1, ::-1], slope, intercept)
+    hounsfield = header.ct_description or (
+        pixels.size > 0 and float(np.nanmin(pixels)) <= HOUNSFIELD_MINIMUM
+    )
+    return NiftiVolume(pixels=pixels, hounsfield=hounsfield, spacing=header.spacing)
+
+
+@contextmanager
+def _image(upload: Upload) -> Iterator[Any]:
+    """The NIfTI image over an open file: nibabel picks formats by extension, we by content."""
+    name = upload.file_name
+    with upload.path.open("rb") as raw_file:
+        gzipped = raw_file.read(2) == b"\x1f\x8b"
+        raw_file.seek(0)
+        f: io.BufferedIOBase = gzip.GzipFile(fileobj=raw_file, mode="rb") if gzipped else raw_file
+        try:
+            version = nifti_version(name, f.read(540))
+            f.seek(0)
+            image_class = nib.Nifti2Image if version == 2 else nib.Nifti1Image
+            holder = FileHolder(fileobj=f)
+            file_map = {"header": holder, "image": holder}
+            image = image_class.from_file_map(file_map)  # type: ignore[no-untyped-call]
+        except _NIFTI_ERRORS as exc:
+            raise unreadable(name, "NIfTI file", "its header cannot be parsed", exc) from exc
+        yield image
+
+
+def _spatial_shape(file_name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    extra = shape[3:]
+    if any(n > 1 for n in extra):
+        raise UnsupportedImage(
+            f"'{file_name}' is a {len(shape)}-D NIfTI of shape {shape}: "
+            f"{int(np.prod(extra))} volumes; send one 3-D volume",
+            details={"file_name": file_name, "shape": list(shape)},
+        )
+    spatial = (*shape[:3], 1, 1)[:3]
+    return spatial[0], spatial[1], spatial[2]
+
+
+def _scaled(view: npt.NDArray[Any], slope: float, intercept: float) -> Any:
+    """A C-ordered, native-endian copy of ``view`` with scl_slope/scl_inter applied.
+
+    One copy, scaled in place: integer slope and intercept keep an integer dtype (int16, else
+    int32) when the scaled range fits, anything else is float32.
+    """
+    dtype = view.dtype.newbyteorder("=")
+    if dtype == np.float64:
+        dtype = np.dtype(np.float32)
+    if slope == 1 and intercept == 0:
+        return view.astype(dtype, order="C")
+    dtype = np.dtype(np.float32)
+    if slope.is_integer() and intercept.is_integer() and np.issubdtype(view.dtype, np.integer):
+        ends = [int(view.min()) * int(slope) + int(intercept)] if view.size else [0]
+        ends.append(int(view.max()) * int(slope) + int(intercept) if view.size else 0)
+        for candidate in (np.int16, np.int32):
+            info = np.iinfo(candidate)
+            if info.min <= min(ends) and max(ends) <= info.max:
+                dtype = np.dtype(candidate)
+                break
+    scaled = view.astype(dtype, order="C")
+    scaled *= dtype.type(slope)
+    scaled += dtype.type(intercept)
+    return scaled
