@@ -1,0 +1,305 @@
+"""The app factory: routes, the request-context middleware, error rendering and the lifespan.
+
+One ``TritonClient`` (one gRPC channel) per app, created in the lifespan inside the running loop
+and shared by every request. Tests and benchmarks may pass their own Triton and catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import workers
+from gateway.errors import ApiError, InternalError, MethodNotAllowed, ModelNotFound, RouteNotFound
+from gateway.invocations import invoke
+from gateway.logs import request_id_var
+from gateway.metrics import Metrics
+from gateway.openapi import openapi_document, render_docs
+from gateway.pipelines.catalog import ModelCatalog
+from gateway.service import Catalog, InFlight, Service, TritonHealth, service_of
+from gateway.settings import Settings
+from gateway.triton import TritonClient
+
+logger = logging.getLogger("gateway")
+access_logger = logging.getLogger("gateway.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+READY_TIMEOUT_S = 5.0
+"""A readiness probe answers within this, even when Triton hangs."""
+WARM_UP_TIMEOUT_S = 30.0
+_VALID_REQUEST_ID = re.compile(r"^[\x20-\x7e]{1,128}$")
+_PROBE_ROUTES = frozenset({"/ping", "/health/live", "/health/ready", "/metrics"})
+"""Polled every few seconds by orchestrators: their successful access lines are DEBUG."""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    triton: TritonHealth | None = None,
+    catalog: Catalog | None = None,
+) -> Starlette:
+    """The gateway app. Without ``triton`` and ``catalog`` the lifespan builds the real ones."""
+    if (triton is None) != (catalog is None):
+        raise ValueError("pass both triton and catalog, or neither")
+    metrics = Metrics()
+    service = Service(
+        settings=settings, metrics=metrics, in_flight=InFlight(settings.max_in_flight, metrics)
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        workers.configure(settings.cpu_workers)
+        client: TritonClient | None = None
+        if triton is not None and catalog is not None:
+            service.triton, service.catalog = triton, catalog
+        else:
+            client = TritonClient(settings.triton_url, settings.triton_timeout_s)
+            service.triton, service.catalog = client, ModelCatalog(client, settings)
+        try:
+            await _warm_up(service)
+            yield
+        finally:
+            logger.info("shutting down")
+            service.catalog = None
+            service.triton = None
+            if client is not None:
+                await client.close()
+            workers.shutdown()
+
+    routes = [
+        Route("/invocations", invoke, methods=["POST"]),
+        Route("/models/{name}/invocations", invoke, methods=["POST"]),
+        Route("/models", list_models, methods=["GET"]),
+        Route("/models/{name}", describe_model, methods=["GET"]),
+        Route("/ping", ping, methods=["GET"]),
+        Route("/health/live", live, methods=["GET"]),
+        Route("/health/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint, methods=["GET"]),
+        Route("/docs", docs_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
+    )
+    app.state.service = service
+    app.state.openapi = None
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
+
+
+async def _warm_up(service: Service) -> None:
+    """Load the default model's pipeline now so the first request does not pay for it.
+
+    Failure is logged, not fatal: in compose the gateway may start before Triton, and
+    readiness reports the state until Triton is up.
+    """
+    name = service.settings.default_model
+    try:
+        async with asyncio.timeout(WARM_UP_TIMEOUT_S):
+            await service.require_catalog().pipeline(name)
+    except (ApiError, TimeoutError) as exc:
+        logger.warning("default model %r is not ready yet: %s", name, exc)
+    else:
+        logger.info("default model %r is ready", name)
+
+
+# Endpoints.
+
+
+async def ping(request: Request) -> Response:
+    return Response(status_code=204)
+
+
+async def live(request: Request) -> Response:
+    return JSONResponse({"status": "alive"})
+
+
+async def ready(request: Request) -> Response:
+    service = service_of(request)
+    name = service.settings.default_model
+    triton_ready = model_ready = False
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            triton = service.require_triton()
+            triton_ready = await triton.server_ready()
+            model_ready = triton_ready and await triton.model_ready(name)
+    except (ApiError, TimeoutError) as exc:
+        logger.info("not ready: %s", exc)
+    ok = triton_ready and model_ready
+    body = {
+        "status": "ready" if ok else "not_ready",
+        "triton": triton_ready,
+        "default_model": name,
+        "default_model_ready": model_ready,
+    }
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+async def list_models(request: Request) -> Response:
+    service = service_of(request)
+    models = await service.require_catalog().describe()
+    return JSONResponse(
+        {
+            "default_model": service.settings.default_model,
+            "models": [model.model_dump(mode="json") for model in models],
+        }
+    )
+
+
+async def describe_model(request: Request) -> Response:
+    service = service_of(request)
+    name = request.path_params["name"]
+    for model in await service.require_catalog().describe():
+        if model.name == name:
+            return JSONResponse(model.model_dump(mode="json"))
+    raise ModelNotFound(
+        f"no model named {name!r}; GET /models lists the models", details={"model": name}
+    )
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics = service_of(request).metrics
+    return Response(metrics.render(), media_type=metrics.content_type)
+
+
+def _openapi(request: Request) -> dict[str, Any]:
+    if request.app.state.openapi is None:
+        request.app.state.openapi = openapi_document(service_of(request).settings)
+    document: dict[str, Any] = request.app.state.openapi
+    return document
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    return JSONResponse(_openapi(request))
+
+
+async def docs_endpoint(request: Request) -> Response:
+    return HTMLResponse(render_docs(_openapi(request)))
+
+
+# Errors.
+
+
+def error_response(error: ApiError, scope: Scope) -> Response:
+    state = scope.setdefault("state", {})
+    state["error_code"] = error.code
+    request_id = state.get("request_id")
+    return JSONResponse(error.body(request_id), status_code=error.status, headers=error.headers())
+
+
+async def api_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    if exc.status >= 500:
+        logger.warning("%s: %s", exc.code, exc.message, extra={"error_code": exc.code})
+    return error_response(exc, request.scope)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """The router's 404 and 405, in the gateway's JSON error format."""
+    assert isinstance(exc, HTTPException)
+    error: ApiError
+    if exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        response = error_response(error, request.scope)
+        response.headers.update(exc.headers or {})
+        return response
+    error = RouteNotFound(f"no route {request.url.path}; GET /docs lists the routes")
+    return error_response(error, request.scope)
+
+
+# Request context: id, logs, metrics, last-resort error handling.
+
+
+def request_id_from(headers: Headers) -> str:
+    """The client's ``X-Request-ID`` when it is printable ASCII of at most 128 characters."""
+    given = headers.get(REQUEST_ID_HEADER, "").strip()
+    return given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    """Pure ASGI (not BaseHTTPMiddleware) so request bodies stream through untouched."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(Headers(scope=scope))
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            status = 499
+            logger.info("client disconnected before the request was read")
+        except Exception:
+            logger.exception("unhandled error", extra={"error_code": InternalError.code})
+            if response_started:
+                raise
+            error = InternalError(
+                "an unexpected error in the gateway; its log has the details under this request_id"
+            )
+            await error_response(error, scope)(scope, receive, send_with_id)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope["method"]
+        self.metrics.requests.labels(route=template, method=method, status=str(status)).inc()
+        self.metrics.request_seconds.labels(route=template).observe(seconds)
+        code = scope.get("state", {}).get("error_code")
+        if code is not None:
+            self.metrics.errors.labels(code=code).inc()
+        extra = {
+            "method": method,
+            "path": scope["path"],
+            "route": template,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+        }
+        if code is not None:
+            extra["error_code"] = code
+        quiet = template in _PROBE_ROUTES and status < 400
+        access_logger.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "%s %s %s",
+            method,
+            scope["path"],
+            status,
+            extra=extra,
+        )

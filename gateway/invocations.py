@@ -1,0 +1,246 @@
+"""``POST /invocations``: multipart form -> :class:`InferenceRequest` -> pipeline -> AiCOCO JSON.
+
+The wire format is FLaVor's, so its clients work unchanged: repeated ``files`` parts, an
+``images`` field holding the JSON list of AiCOCO image entries, and every other top-level key of
+the AiCOCO input document as its own JSON field (``meta``; unknown keys reach the pipeline as
+``fields``). The seed README's variant is accepted too: a ``data`` part (text or a JSON file)
+holding ``{"images": [...], ...}``, with an optional ``metadata`` part.
+
+Order of checks: cheap header checks, then the in-flight slot, then the model (so a large upload
+to a wrong model name is refused before its body is read), then the body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aicoco import AiImage, IdGenerator
+from gateway.errors import FileMismatch, InvalidAiCOCO, InvalidInput, MalformedJSON, UnreadableFile
+from gateway.metrics import Metrics
+from gateway.request import InferenceRequest, StageObserver, Upload
+from gateway.service import service_of
+from gateway.uploads import (
+    FILES_FIELD,
+    Form,
+    FormLimits,
+    check_content_length,
+    check_content_type,
+    parse_form,
+)
+from gateway.workers import run_cpu
+
+IMAGES_FIELD = "images"
+DATA_FIELD = "data"
+MAX_REPORTED_ERRORS = 20
+
+
+async def invoke(request: Request) -> Response:
+    service = service_of(request)
+    settings = service.settings
+    model_name: str = request.path_params.get("name", settings.default_model)
+    boundary = check_content_type(request.headers.get("content-type"))
+    check_content_length(request.headers.get("content-length"), settings.max_request_bytes)
+    with service.in_flight.slot():
+        pipeline = await service.require_catalog().pipeline(model_name)
+
+        stages = _StageTimes(service.metrics, model_name)
+        started = time.perf_counter()
+        limits = FormLimits(settings.max_request_bytes, settings.max_files)
+        with upload_folder(settings.upload_dir) as folder:
+            async with contextlib.aclosing(request.stream()) as chunks:
+                form = await parse_form(chunks, boundary, folder, limits)
+            service.metrics.upload_bytes.inc(form.upload_bytes)
+            inference = build_request(
+                form,
+                request_id=request.state.request_id,
+                model_name=model_name,
+                observe=stages.observe,
+            )
+            stages.observe("parse", time.perf_counter() - started)
+            output = await pipeline(inference)
+            with inference.stage("format"):
+                body = await run_cpu(output.to_json_bytes)
+            stages.finish()
+    return Response(body, media_type="application/json")
+
+
+class _StageTimes:
+    """Feeds the stage histograms, one observation per stage and request.
+
+    ``format`` is the pipeline's output formatter plus the JSON serialisation here: both turn the
+    model's answer into the response, so they add up to one ``format`` observation.
+    """
+
+    def __init__(self, metrics: Metrics, model_name: str) -> None:
+        self._metrics = metrics
+        self._model_name = model_name
+        self._format_s = 0.0
+
+    def observe(self, stage: str, seconds: float) -> None:
+        if stage == "format":
+            self._format_s += seconds
+        else:
+            self._metrics.observe_stage(self._model_name, stage, seconds)
+
+    def finish(self) -> None:
+        self._metrics.observe_stage(self._model_name, "format", self._format_s)
+
+
+@contextlib.contextmanager
+def upload_folder(upload_dir: Path) -> Iterator[Path]:
+    """A fresh folder for one request's files, removed on success, error and cancellation.
+
+    Removal is synchronous on purpose: it must also run while the task is being cancelled (a
+    client that hung up), where awaiting a thread is not possible. It only unlinks files.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="gateway-upload-", dir=upload_dir))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def build_request(
+    form: Form, *, request_id: str, model_name: str, observe: StageObserver | None
+) -> InferenceRequest:
+    """Validate the fields against the AiCOCO format and pair the files with the entries."""
+    fields = {name: _parse_json(name, text) for name, text in form.fields.items()}
+    raw_images = _take_images(fields)
+    images = _validate_images(raw_images)
+    _check_files(images, form.uploads)
+    return InferenceRequest(
+        request_id=request_id,
+        model_name=model_name,
+        images=images,
+        uploads=form.uploads,
+        fields=fields,
+        ids=IdGenerator(),
+        observe=observe,
+    )
+
+
+def _parse_json(name: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MalformedJSON(
+            f"the field {name!r} is not valid JSON ({exc.msg} at line {exc.lineno} column "
+            f"{exc.colno}); every field besides '{FILES_FIELD}' holds JSON, e.g. a string is "
+            f'sent as "text" with the quotes',
+            details={"field": name, "line": exc.lineno, "column": exc.colno},
+        ) from None
+
+
+def _take_images(fields: dict[str, Any]) -> Any:
+    """Remove and return the images list, from ``images`` or else from the ``data`` variant."""
+    if IMAGES_FIELD in fields:
+        return fields.pop(IMAGES_FIELD)
+    if DATA_FIELD not in fields:
+        raise InvalidAiCOCO(
+            f"no images entries: send an '{IMAGES_FIELD}' field holding the JSON list of AiCOCO "
+            f"image entries (or a '{DATA_FIELD}' part holding {{\"images\": [...]}})"
+        )
+    data = fields.pop(DATA_FIELD)
+    if not isinstance(data, dict):
+        raise InvalidAiCOCO(
+            f"the '{DATA_FIELD}' part must be a JSON object like {{\"images\": [...]}}, "
+            f"got {_json_type(data)}"
+        )
+    if IMAGES_FIELD not in data:
+        raise InvalidAiCOCO(f"the '{DATA_FIELD}' object has no '{IMAGES_FIELD}' list")
+    for key, value in data.items():
+        if key == IMAGES_FIELD:
+            continue
+        if key in fields:
+            raise InvalidInput(
+                f"{key!r} is sent both as a field and inside '{DATA_FIELD}'; send it once",
+                details={"field": key},
+            )
+        fields[key] = value
+    return data[IMAGES_FIELD]
+
+
+def _validate_images(raw: Any) -> list[AiImage]:
+    if not isinstance(raw, list):
+        raise InvalidAiCOCO(
+            f"'{IMAGES_FIELD}' must be a JSON list of image entries, got {_json_type(raw)}"
+        )
+    if not raw:
+        raise InvalidAiCOCO(f"'{IMAGES_FIELD}' is empty: send one entry per image")
+    images: list[AiImage] = []
+    problems: list[dict[str, str]] = []
+    for position, entry in enumerate(raw):
+        try:
+            images.append(AiImage.model_validate(entry))
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False, include_input=False):
+                where = "".join(
+                    f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
+                )
+                problems.append(
+                    {"location": f"{IMAGES_FIELD}[{position}]{where}", "message": error["msg"]}
+                )
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InvalidAiCOCO(
+            f"invalid AiCOCO image entry: {first['location']}: {first['message']}{more}",
+            details={"errors": problems[:MAX_REPORTED_ERRORS], "count": len(problems)},
+        )
+    seen: set[str] = set()
+    for image in images:
+        if image.id in seen:
+            raise InvalidAiCOCO(
+                f"two images entries have the id {image.id!r}; ids must be unique",
+                details={"id": image.id},
+            )
+        seen.add(image.id)
+    return images
+
+
+def _check_files(images: list[AiImage], uploads: Mapping[str, Upload]) -> None:
+    """Pair by exact name (never by suffix: '11.dcm' is not '1.dcm')."""
+    named = dict.fromkeys(image.file_name for image in images)
+    missing = [name for name in named if name not in uploads]
+    unmatched = [name for name in uploads if name not in named]
+    if missing or unmatched:
+        problems = []
+        if missing:
+            problems.append(f"images entries name files that were not uploaded: {_names(missing)}")
+        if unmatched:
+            problems.append(f"uploaded files have no images entry: {_names(unmatched)}")
+        raise FileMismatch(
+            "; ".join(problems) + " (files pair with entries by exact file name)",
+            details={"missing_files": missing, "unmatched_files": unmatched},
+        )
+    for upload in uploads.values():
+        if upload.size == 0:
+            raise UnreadableFile(
+                f"the file {upload.file_name!r} is empty (0 bytes)",
+                details={"file_name": upload.file_name},
+            )
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    listed = ", ".join(repr(name) for name in names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,89 @@
+"""Prometheus metrics, one registry per app.
+
+A registry per app (rather than the process-global default) lets tests and benchmarks create
+many apps in one process without "duplicated timeseries" errors, and keeps ``/metrics`` to what
+this gateway measured.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+STAGES = ("parse", "read", "preprocess", "triton", "postprocess", "format")
+
+# From a 2D classification on a GPU (milliseconds) to a large CT series on a CPU (minutes).
+_STAGE_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "gateway_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ("route", "method", "status"),
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from the request's arrival to the end of its response, by route template.",
+            ("route",),
+            buckets=_STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "gateway_errors",
+            "Error responses by their stable error code.",
+            ("code",),
+            registry=self.registry,
+        )
+        self.stage_seconds = Histogram(
+            "gateway_stage_duration_seconds",
+            "Time in each stage of an inference request, by stage and model (parse includes "
+            "receiving the upload; format, building and serialising the AiCOCO answer).",
+            ("stage", "model"),
+            buckets=_STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "gateway_in_flight_requests",
+            "Inference requests being processed now (bounded by MAX_IN_FLIGHT).",
+            registry=self.registry,
+        )
+        self.upload_bytes = Counter(
+            "gateway_upload_bytes",
+            "Bytes of uploaded files received by inference requests.",
+            registry=self.registry,
+        )
+
+    def observe_stage(self, model: str, stage: str, seconds: float) -> None:
+        self.stage_seconds.labels(stage=stage, model=model).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

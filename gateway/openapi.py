@@ -1,0 +1,567 @@
+"""The OpenAPI document and the ``/docs`` page.
+
+Written by hand rather than generated from the routes: the interesting part of this API is a
+multipart body (repeated ``files``, JSON text fields, the ``data`` variant) and a catalogue of
+error codes, which no route introspection can describe. The AiCOCO output schema is the one the
+aicoco package ships, embedded so the document is complete offline.
+
+``/docs`` is rendered on the server from the same dictionary: plain HTML with no scripts and
+nothing fetched from elsewhere, because the gateway often runs on networks with no internet.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterator
+from importlib import metadata, resources
+from typing import Any
+
+from aicoco import AiImage
+from gateway import errors
+from gateway.settings import Settings
+
+# The catalogue of error codes: when each happens and what the client should change.
+ERROR_GUIDE: dict[str, tuple[str, str]] = {
+    "malformed_request": (
+        "The request's headers cannot be used, e.g. a Content-Length that is not a number.",
+        "Let an HTTP library build the request.",
+    ),
+    "malformed_multipart": (
+        "The body is not valid multipart/form-data: no boundary, a part without a name, "
+        "a body cut short before its closing boundary.",
+        "Let an HTTP library build the multipart body; check the upload was not interrupted.",
+    ),
+    "malformed_json": (
+        "A field besides 'files' (images, meta, data...) is not valid JSON.",
+        'Send every field as JSON text; a plain string goes in quotes ("text").',
+    ),
+    "not_found": ("No route at this path.", "See /docs for the routes."),
+    "method_not_allowed": (
+        "The route exists but not with this HTTP method.",
+        "Use the method listed in the Allow header.",
+    ),
+    "model_not_found": (
+        "No model of that name in Triton's model repository.",
+        "Pick a name from GET /models, or add the model folder to the repository.",
+    ),
+    "payload_too_large": (
+        "The body is larger than MAX_REQUEST_BYTES, or the JSON fields are too large.",
+        "Send fewer or smaller files per request, or raise MAX_REQUEST_BYTES.",
+    ),
+    "too_many_files": (
+        "More 'files' parts than MAX_FILES.",
+        "Split the series over several requests, or raise MAX_FILES.",
+    ),
+    "image_too_large": (
+        "A frame has more pixels than MAX_PIXELS_PER_IMAGE, or the request more than "
+        "MAX_TOTAL_VOXELS (a decompression bomb, or a volume too large to hold).",
+        "Downsample or crop the images, or raise the limits.",
+    ),
+    "unsupported_media_type": (
+        "The body is not multipart/form-data.",
+        "Send multipart/form-data with repeated 'files' parts and an 'images' field.",
+    ),
+    "unsupported_file_type": (
+        "A file is not DICOM, NIfTI (.nii, .nii.gz), PNG or JPEG.",
+        "Convert the file to one of the supported formats.",
+    ),
+    "invalid_input": (
+        "The request is well-formed but unusable: a file name that is a path ('a/b.png', "
+        "'../x', backslashes, control characters), a 'files' part without a filename, "
+        "a field sent twice.",
+        "Send plain base names, the same in the files and in the images entries; "
+        "send each field once.",
+    ),
+    "invalid_aicoco": (
+        "The images entries are missing or not valid AiCOCO: not a list, empty, an entry "
+        "without id/file_name/index, a wrong type (index not an integer), duplicate ids.",
+        "Fix the entries; details.errors lists each problem with its location.",
+    ),
+    "file_mismatch": (
+        "Files and images entries do not pair up by exact file name: an entry without a "
+        "file, a file without an entry, two files with the same name.",
+        "Give every file exactly one name and at least one entry with that file_name.",
+    ),
+    "unreadable_file": (
+        "A file cannot be decoded: empty, truncated, or not what its name says.",
+        "Re-export the file; check the upload sends the file's bytes unchanged.",
+    ),
+    "inconsistent_series": (
+        "The files of a series disagree: mixed orientations or sizes, missing slices.",
+        "Send one complete series per request.",
+    ),
+    "unsupported_image": (
+        "The file is readable but the model cannot take it (channels, bit depth, dimensions).",
+        "Check the model's input in GET /models/{name}.",
+    ),
+    "internal_error": (
+        "A bug in the gateway. The log line with the same request_id has the traceback.",
+        "Report it with the request_id.",
+    ),
+    "invalid_model_output": (
+        "The model answered with tensors that do not match its configuration.",
+        "Fix the model or its config.pbtxt parameters.",
+    ),
+    "invalid_model_config": (
+        "The model's config.pbtxt parameters (aicoco.*) or tensors do not fit its pipeline.",
+        "Fix the model's config.pbtxt; the message names the model and the parameter.",
+    ),
+    "model_error": (
+        "Triton ran the model and the model failed.",
+        "See the message (Triton's) and Triton's log.",
+    ),
+    "service_unavailable": (
+        "The gateway is starting or stopping.",
+        "Retry after the Retry-After header's seconds.",
+    ),
+    "server_busy": (
+        "MAX_IN_FLIGHT inference requests are already running.",
+        "Retry after the Retry-After header's seconds, or add gateway replicas.",
+    ),
+    "triton_unavailable": (
+        "Triton cannot be reached.",
+        "Retry later; check Triton is running and TRITON_URL points at it.",
+    ),
+    "model_not_ready": (
+        "The model exists but is not loaded (loading, or failed to load).",
+        "Retry later; GET /models shows readiness and Triton's log the reason.",
+    ),
+    "triton_timeout": (
+        "Triton did not answer within TRITON_TIMEOUT_S.",
+        "Retry with fewer images, or raise TRITON_TIMEOUT_S.",
+    ),
+}
+
+_STATUS_TEXT = {
+    200: "AiCOCO output",
+    204: "No content",
+    400: "Malformed request",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Over a limit",
+    415: "Unsupported media or file type",
+    422: "Well-formed but invalid input",
+    500: "Gateway or model output bug",
+    502: "The model failed",
+    503: "Unavailable; see Retry-After",
+    504: "Triton timed out",
+}
+
+
+def error_classes() -> Iterator[type[errors.ApiError]]:
+    """Every error class a client can see, the base first."""
+    pending: list[type[errors.ApiError]] = [errors.ApiError]
+    seen: set[str] = set()
+    while pending:
+        cls = pending.pop(0)
+        if cls.code not in seen:
+            seen.add(cls.code)
+            yield cls
+        pending.extend(cls.__subclasses__())
+
+
+def error_table() -> list[dict[str, Any]]:
+    rows = []
+    for cls in error_classes():
+        # A code added to gateway.errors without a guide entry still shows (a test flags it).
+        when, fix = ERROR_GUIDE.get(cls.code, ((cls.__doc__ or cls.__name__).strip(), ""))
+        rows.append({"status": cls.status, "code": cls.code, "when": when, "fix": fix})
+    return sorted(rows, key=lambda row: (row["status"], row["code"]))
+
+
+def errors_markdown() -> str:
+    """The error table for the README, from the same source as the OpenAPI document."""
+    lines = ["| Status | Code | When | What to change |", "|---|---|---|---|"]
+    for row in error_table():
+        lines.append(f"| {row['status']} | `{row['code']}` | {row['when']} | {row['fix']} |")
+    return "\n".join(lines) + "\n"
+
+
+def aicoco_output_schema() -> dict[str, Any]:
+    path = resources.files("aicoco") / "schema" / "aicoco_output.schema.json"
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return schema
+
+
+def _components(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """Move a JSON Schema's ``$defs`` into OpenAPI components, rewriting its references."""
+    text = json.dumps(schema).replace('"#/$defs/', '"#/components/schemas/')
+    text = text.replace('"#"', f'"#/components/schemas/{name}"')
+    moved: dict[str, Any] = json.loads(text)
+    defs: dict[str, Any] = moved.pop("$defs", {})
+    moved.pop("$schema", None)
+    moved.pop("$id", None)
+    return {**defs, name: moved}
+
+
+def _version() -> str:
+    try:
+        return metadata.version("aicoco-gateway")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error_responses(statuses: list[int]) -> dict[str, Any]:
+    table = error_table()
+    responses = {}
+    for status in statuses:
+        codes = ", ".join(f"`{row['code']}`" for row in table if row["status"] == status)
+        description = f"{_STATUS_TEXT[status]}: {codes}"
+        response = _json_response(description, _ref("Error"))
+        if status == 503:
+            response["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying.",
+                    "schema": {"type": "integer"},
+                }
+            }
+        responses[str(status)] = response
+    return responses
+
+
+def _invocation_operation(settings: Settings, *, named: bool) -> dict[str, Any]:
+    target = (
+        "the model named in the path"
+        if named
+        else f"the default model (`{settings.default_model}`)"
+    )
+    operation: dict[str, Any] = {
+        "summary": "Run " + ("a model" if named else "the default model") + " on images",
+        "description": (
+            f"Runs {target} on the uploaded images and answers one AiCOCO document.\n\n"
+            "FLaVor's wire format: one `files` part per image (the part's filename is the AiCOCO "
+            "`file_name`), an `images` field holding the JSON list of AiCOCO image entries, and "
+            "every other top-level key of the AiCOCO input (e.g. `meta`) as its own JSON field; "
+            "unknown fields reach the pipeline. Alternatively a `data` part (text or JSON file) "
+            'holding `{"images": [...], ...}` plus an optional `metadata` part.\n\n'
+            "Every field besides `files` is JSON text (a string is sent in quotes); if both "
+            "`images` and `data` are sent, `images` wins and `data` is passed on as a field.\n\n"
+            "Files pair with entries by exact file name (`11.dcm` never matches `1.dcm`); "
+            "several entries may share one file (one entry per slice of a NIfTI volume, ordered "
+            "by `index`). File names must be plain base names (no `/`, `\\`, `..` or control "
+            "characters): they are never used as paths, uploads are stored as numbered files in "
+            "a per-request folder that is always removed. Files are recognised by content "
+            "(DICOM, NIfTI, PNG, JPEG), not by extension.\n\n"
+            f"Limits: body at most {settings.max_request_bytes} bytes, at most "
+            f"{settings.max_files} files, {settings.max_pixels_per_image} pixels per frame, "
+            f"{settings.max_total_voxels} pixels per request, {settings.max_in_flight} "
+            "requests in flight (then 503 `server_busy`).\n\n"
+            "Example:\n\n"
+            "    curl -F files=@chest.png \\\n"
+            '      -F \'images=[{"id": "img1", "file_name": "chest.png", "index": 0, '
+            '"category_ids": null, "regressions": null}]\' \\\n'
+            f"      http://localhost:{settings.port}/invocations"
+        ),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": _ref("InvocationForm"),
+                    "encoding": {
+                        "files": {
+                            "contentType": "application/dicom, application/octet-stream, "
+                            "image/png, image/jpeg, application/gzip"
+                        },
+                        "images": {"contentType": "application/json"},
+                        "data": {"contentType": "application/json"},
+                        "metadata": {"contentType": "application/json"},
+                        "meta": {"contentType": "application/json"},
+                    },
+                }
+            },
+        },
+        "responses": {
+            "200": _json_response("The AiCOCO output document.", _ref("AiCOCOOutput")),
+            **_error_responses([400, 404, 413, 415, 422, 500, 502, 503, 504]),
+        },
+    }
+    if named:
+        operation["parameters"] = [_model_parameter()]
+    return operation
+
+
+def _model_parameter() -> dict[str, Any]:
+    return {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "A model name from GET /models.",
+        "schema": {"type": "string"},
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    image_schema = AiImage.model_json_schema(ref_template="#/components/schemas/{model}")
+    image_defs = image_schema.pop("$defs", {})
+    json_text = {"type": "string", "contentMediaType": "application/json"}
+    return {
+        **_components(aicoco_output_schema(), "AiCOCOOutput"),
+        **image_defs,
+        "AiImage": image_schema,
+        "InvocationForm": {
+            "type": "object",
+            "description": "Either `images` (FLaVor) or `data` (seed README) carries the entries.",
+            "properties": {
+                "files": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "binary"},
+                    "description": "The images, one part each, the field name repeated.",
+                },
+                "images": {
+                    **json_text,
+                    "contentSchema": {"type": "array", "items": _ref("AiImage")},
+                    "description": "JSON list of AiCOCO image entries "
+                    "(id, file_name, index, category_ids, regressions, extra keys).",
+                },
+                "meta": {**json_text, "description": "JSON: the AiCOCO input's meta."},
+                "data": {
+                    **json_text,
+                    "contentSchema": {
+                        "type": "object",
+                        "required": ["images"],
+                        "properties": {
+                            "images": {"type": "array", "items": _ref("AiImage")},
+                        },
+                        "additionalProperties": True,
+                    },
+                    "description": 'Variant: {"images": [...], ...} as text or a JSON file.',
+                },
+                "metadata": {**json_text, "description": "Variant: optional JSON metadata."},
+            },
+            "additionalProperties": {
+                **json_text,
+                "description": "Any other field: JSON, passed to the pipeline.",
+            },
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message", "request_id"],
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "enum": [row["code"] for row in error_table()],
+                            "description": "Stable and machine-readable; see x-error-codes.",
+                        },
+                        "message": {"type": "string", "description": "What to change."},
+                        "request_id": {"type": ["string", "null"]},
+                        "details": {"type": "object", "additionalProperties": True},
+                    },
+                }
+            },
+        },
+        "ModelInfo": {
+            "type": "object",
+            "required": ["name", "task", "ready"],
+            "properties": {
+                "name": {"type": "string"},
+                "task": {
+                    "type": ["string", "null"],
+                    "enum": ["classification", "regression", "detection", "segmentation", None],
+                },
+                "categories": {"type": "array", "items": {"type": "object"}},
+                "regressions": {"type": "array", "items": {"type": "object"}},
+                "ready": {"type": "boolean"},
+                "versions": {"type": "array", "items": {"type": "string"}},
+            },
+            "additionalProperties": True,
+        },
+        "ModelList": {
+            "type": "object",
+            "properties": {
+                "default_model": {"type": "string"},
+                "models": {"type": "array", "items": _ref("ModelInfo")},
+            },
+        },
+        "Readiness": {
+            "type": "object",
+            "properties": {
+                "status": {"type": "string", "enum": ["ready", "not_ready"]},
+                "triton": {"type": "boolean"},
+                "default_model": {"type": "string"},
+                "default_model_ready": {"type": "boolean"},
+            },
+        },
+    }
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    plain = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "AiCOCO inference gateway",
+            "version": _version(),
+            "description": (
+                "Runs medical-imaging models served by Triton Inference Server and answers "
+                "AiCOCO JSON. Compatible with FLaVor clients (`POST /invocations`, `GET /ping`). "
+                'Every error is JSON: `{"error": {"code", "message", "request_id", '
+                '"details"}}`; the codes are listed in `x-error-codes`. Every response carries '
+                "`X-Request-ID` (the client's, when it sends a valid one)."
+            ),
+        },
+        "paths": {
+            "/invocations": {"post": _invocation_operation(settings, named=False)},
+            "/models/{name}/invocations": {"post": _invocation_operation(settings, named=True)},
+            "/models": {
+                "get": {
+                    "summary": "List the models with task, categories and readiness",
+                    "responses": {
+                        "200": _json_response("The models.", _ref("ModelList")),
+                        **_error_responses([503]),
+                    },
+                }
+            },
+            "/models/{name}": {
+                "get": {
+                    "summary": "Describe one model",
+                    "parameters": [_model_parameter()],
+                    "responses": {
+                        "200": _json_response("The model.", _ref("ModelInfo")),
+                        **_error_responses([404, 503]),
+                    },
+                }
+            },
+            "/ping": {
+                "get": {
+                    "summary": "FLaVor's health check: 204 while the process serves",
+                    "responses": {"204": {"description": _STATUS_TEXT[204]}},
+                }
+            },
+            "/health/live": {
+                "get": {
+                    "summary": "Liveness: the process answers",
+                    "responses": {"200": _json_response("Alive.", {"type": "object"})},
+                }
+            },
+            "/health/ready": {
+                "get": {
+                    "summary": "Readiness: Triton and the default model are ready",
+                    "responses": {
+                        "200": _json_response("Ready.", _ref("Readiness")),
+                        "503": _json_response("Not ready.", _ref("Readiness")),
+                    },
+                }
+            },
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": plain}}},
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json_response("OpenAPI 3.1.", {"type": "object"})},
+                }
+            },
+            "/docs": {
+                "get": {
+                    "summary": "This document as a web page",
+                    "responses": {
+                        "200": {"description": "HTML", "content": {"text/html": {}}},
+                    },
+                }
+            },
+        },
+        "components": {"schemas": _schemas()},
+        "x-error-codes": error_table(),
+    }
+
+
+def render_docs(document: dict[str, Any]) -> str:
+    """A self-contained HTML page of the document: routes, multipart fields, error codes."""
+    esc = html.escape
+    info = document["info"]
+    out = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{esc(info['title'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(info['title'])} <small>{esc(info['version'])}</small></h1>",
+        f"<p>{_inline(info['description'])}</p>",
+        "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1).</p>",
+        "<h2>Routes</h2><table><tr><th>Method</th><th>Path</th><th>Summary</th></tr>",
+    ]
+    operations = [
+        (method, path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+    for method, path, operation in operations:
+        anchor = _anchor(method, path)
+        out.append(
+            f"<tr><td><code>{method.upper()}</code></td>"
+            f"<td><a href='#{anchor}'><code>{esc(path)}</code></a></td>"
+            f"<td>{esc(operation.get('summary', ''))}</td></tr>"
+        )
+    out.append("</table>")
+    schemas = document["components"]["schemas"]
+    for method, path, operation in operations:
+        out.append(
+            f"<h2 id='{_anchor(method, path)}'><code>{method.upper()} {esc(path)}</code></h2>"
+        )
+        out.append(f"<p><b>{esc(operation.get('summary', ''))}</b></p>")
+        for paragraph in operation.get("description", "").split("\n\n"):
+            if paragraph.startswith("    "):
+                out.append(f"<pre>{esc(paragraph)}</pre>")
+            else:
+                out.append(f"<p>{_inline(paragraph)}</p>")
+        body = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data")
+        if body is not None:
+            form = schemas[body["schema"]["$ref"].rsplit("/", 1)[1]]
+            out.append("<h3>Multipart fields</h3><table><tr><th>Field</th><th>Meaning</th></tr>")
+            for name, field in form["properties"].items():
+                out.append(
+                    f"<tr><td><code>{esc(name)}</code></td>"
+                    f"<td>{_inline(field.get('description', ''))}</td></tr>"
+                )
+            out.append("</table>")
+        out.append("<h3>Responses</h3><table><tr><th>Status</th><th>Meaning</th></tr>")
+        for status, response in operation["responses"].items():
+            out.append(
+                f"<tr><td>{esc(status)}</td><td>{_inline(response['description'])}</td></tr>"
+            )
+        out.append("</table>")
+    out.append(
+        "<h2 id='errors'>Error codes</h2><table><tr><th>Status</th><th>Code</th>"
+        "<th>When</th><th>What to change</th></tr>"
+    )
+    for row in document["x-error-codes"]:
+        out.append(
+            f"<tr><td>{row['status']}</td><td><code>{esc(row['code'])}</code></td>"
+            f"<td>{esc(row['when'])}</td><td>{esc(row['fix'])}</td></tr>"
+        )
+    out.append("</table>")
+    out.append("<h2>Schemas</h2>")
+    for name, schema in schemas.items():
+        out.append(f"<h3 id='schema-{esc(name)}'>{esc(name)}</h3>")
+        out.append(f"<pre>{esc(json.dumps(schema, indent=2))}</pre>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _anchor(method: str, path: str) -> str:
+    return method + "-" + "".join(char if char.isalnum() else "-" for char in path).strip("-")
+
+
+def _inline(text: str) -> str:
+    """Escape, then show `code` spans as <code>."""
+    parts = html.escape(text).split("`")
+    return "".join(
+        f"<code>{part}</code>" if index % 2 else part for index, part in enumerate(parts)
+    )
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;"
+    "line-height:1.45;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}"
+    "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}"
+    "th{background:#f3f3f3}code{background:#f5f5f5;padding:0 .2em}"
+    "pre{background:#f5f5f5;padding:.6em;overflow:auto;max-height:30em}h1 small{color:#888}"
+)

@@ -1,0 +1,104 @@
+"""A real gateway for end-to-end tests: ``python -m gateway serve`` in a subprocess, over HTTP.
+
+A subprocess rather than a thread: the command line, the settings from the environment, hypercorn
+and the shutdown path are exercised as users run them, and a gateway that hangs cannot hang the
+test process. Each gateway gets its own upload folder so tests can check nothing is left there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import httpx
+import pytest
+
+from triton_local import free_port
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+
+StartGateway = Callable[[str, Mapping[str, str]], tuple[str, Path]]
+"""``start_gateway(triton_url, env) -> (base_url, upload_dir)``."""
+
+
+class _GatewayProcess:
+    def __init__(self, folder: Path, triton_url: str, env: Mapping[str, str]) -> None:
+        self.upload_dir = folder / "uploads"
+        self.upload_dir.mkdir(parents=True)
+        self.log_path = folder / "gateway.log"
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        environment = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "TRITON_URL": triton_url,
+            "UPLOAD_DIR": str(self.upload_dir),
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+            **env,
+        }
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve"],
+                cwd=REPOSITORY_ROOT,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_until_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"the gateway exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail(f"the gateway was not ready after {START_TIMEOUT_S:g} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                pytest.fail(f"the gateway ignored SIGTERM:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartGateway]:
+    """Start gateways for this test module; each is stopped (SIGTERM) when the module ends."""
+    started: list[_GatewayProcess] = []
+
+    def start(triton_url: str, env: Mapping[str, str]) -> tuple[str, Path]:
+        gateway = _GatewayProcess(tmp_path_factory.mktemp("gateway"), triton_url, env)
+        started.append(gateway)
+        gateway.wait_until_ready()
+        return gateway.url, gateway.upload_dir
+
+    try:
+        yield start
+    finally:
+        for gateway in reversed(started):
+            gateway.stop()
+        for gateway in started:
+            assert gateway.process.returncode == 0, gateway.log_tail()

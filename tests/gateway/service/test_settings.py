@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import gateway.settings
+from gateway.settings import Settings, SettingsError
+
+
+def test_defaults_match_the_documented_table() -> None:
+    settings = Settings.from_env({})
+    assert settings.port == 9111
+    assert settings.host == "0.0.0.0"
+    assert settings.triton_url == "127.0.0.1:8001"
+    assert settings.default_model == "lesion_classifier"
+    assert settings.triton_timeout_s == 60
+    assert settings.max_request_bytes == 2 * 1024**3
+    assert settings.max_files == 4096
+    assert settings.max_pixels_per_image == 100_000_000
+    assert settings.max_total_voxels == 1_500_000_000
+    assert settings.max_in_flight == 4
+    assert settings.cpu_workers >= 1
+    assert settings.pipelines == {}
+    assert settings.log_level == "INFO"
+    assert settings.log_format == "json"
+    assert settings.upload_dir.is_dir()
+
+
+def test_every_variable_is_read(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "PORT": "8080",
+            "HOST": "127.0.0.1",
+            "TRITON_URL": "triton:8001",
+            "DEFAULT_MODEL": "lung_segmenter",
+            "TRITON_TIMEOUT_S": "2.5",
+            "MAX_REQUEST_BYTES": "512MiB",
+            "MAX_FILES": "10",
+            "MAX_PIXELS_PER_IMAGE": "1000",
+            "MAX_TOTAL_VOXELS": "1_000_000",
+            "MAX_IN_FLIGHT": "8",
+            "CPU_WORKERS": "3",
+            "PIPELINES": "a=pkg.mod:A, b=pkg.other:B",
+            "LOG_LEVEL": "debug",
+            "LOG_FORMAT": "TEXT",
+            "UPLOAD_DIR": str(tmp_path),
+        }
+    )
+    assert settings == Settings(
+        port=8080,
+        host="127.0.0.1",
+        triton_url="triton:8001",
+        default_model="lung_segmenter",
+        triton_timeout_s=2.5,
+        max_request_bytes=512 * 1024**2,
+        max_files=10,
+        max_pixels_per_image=1000,
+        max_total_voxels=1_000_000,
+        max_in_flight=8,
+        cpu_workers=3,
+        pipelines={"a": "pkg.mod:A", "b": "pkg.other:B"},
+        log_level="DEBUG",
+        log_format="text",
+        upload_dir=tmp_path,
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1024", 1024), ("2GiB", 2 * 1024**3), ("10 MB", 10_000_000), ("3kib", 3072)],
+)
+def test_byte_sizes(raw: str, expected: int) -> None:
+    assert Settings.from_env({"MAX_REQUEST_BYTES": raw}).max_request_bytes == expected
+
+
+def test_empty_values_mean_the_default() -> None:
+    assert Settings.from_env({"PORT": "", "LOG_FORMAT": "  "}) == Settings.from_env({})
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("PORT", "http"),
+        ("PORT", "70000"),
+        ("PORT", "0"),
+        ("TRITON_URL", "grpc://triton:8001"),
+        ("TRITON_URL", "triton"),
+        ("TRITON_URL", "triton:port"),
+        ("TRITON_TIMEOUT_S", "-1"),
+        ("TRITON_TIMEOUT_S", "soon"),
+        ("TRITON_TIMEOUT_S", "inf"),
+        ("MAX_REQUEST_BYTES", "1.5GB"),
+        ("MAX_REQUEST_BYTES", "12 parsecs"),
+        ("MAX_REQUEST_BYTES", "0"),
+        ("MAX_FILES", "-3"),
+        ("MAX_PIXELS_PER_IMAGE", "many"),
+        ("MAX_TOTAL_VOXELS", "1e9"),
+        ("MAX_IN_FLIGHT", "0"),
+        ("CPU_WORKERS", "two"),
+        ("PIPELINES", "model"),
+        ("PIPELINES", "model=module_without_class"),
+        ("PIPELINES", "a=x:A,a=y:B"),
+        ("LOG_LEVEL", "chatty"),
+        ("LOG_FORMAT", "xml"),
+        ("UPLOAD_DIR", "/no/such/directory"),
+    ],
+)
+def test_a_wrong_value_names_its_variable(name: str, raw: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: raw})
+
+
+def test_the_documented_table_lists_every_variable() -> None:
+    doc = gateway.settings.__doc__ or ""
+    variables = [
+        "PORT",
+        "HOST",
+        "TRITON_URL",
+        "DEFAULT_MODEL",
+        "TRITON_TIMEOUT_S",
+        "MAX_REQUEST_BYTES",
+        "MAX_FILES",
+        "MAX_PIXELS_PER_IMAGE",
+        "MAX_TOTAL_VOXELS",
+        "MAX_IN_FLIGHT",
+        "CPU_WORKERS",
+        "PIPELINES",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "UPLOAD_DIR",
+    ]
+    for variable in variables:
+        assert f"| `{variable}` |" in doc
+    assert doc.count("\n| `") == len(variables)
