@@ -1,0 +1,362 @@
+"""The inference-model API: FLaVor's stage names and arguments, with the network on Triton.
+
+A FLaVor user knows ``BaseAiCOCOImageInferenceModel``: ``define_inference_network``,
+``set_categories``, ``set_regressions``, ``data_reader(files)``, ``preprocess(data)``,
+``inference(x)``, ``postprocess(out)``, ``output_formatter(model_out, images, categories,
+regressions)``. :class:`AiCOCOImagePipeline` keeps those names and arguments so a model ports by
+changing imports and returning a :class:`TritonModel` from ``define_inference_network``. What
+changes underneath, and why:
+
+- The pipeline is shared by concurrent requests, so nothing per request is stored on ``self``
+  (FLaVor keeps ``self.images``); everything flows through arguments and return values.
+- CPU stages (``data_reader``, ``preprocess``, ``postprocess``, ``output_formatter``) run on the
+  gateway's worker pool through :func:`gateway.workers.run_cpu`, keeping the event loop free for
+  other requests and health checks. ``inference`` runs on the event loop because all it should do
+  is await Triton; a plain ``def inference(self, x): return self.network(x)`` works unchanged,
+  since calling a :class:`TritonModel` returns an awaitable that the pipeline awaits.
+- Each stage is timed with ``request.stage(name)`` for the per-stage latency metrics.
+- Stages receive only the keyword arguments their signature accepts (or all of them with
+  ``**kwargs``), so both FLaVor's narrow signatures and richer ones work.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import inspect
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, overload
+
+import numpy as np
+
+from aicoco import AiCOCOFormatError, AiCOCOOutput, AiImage, CategorySpec, RegressionSpec
+from gateway.errors import FileMismatch, InternalError, InvalidModelOutput
+from gateway.logs import request_id_var
+from gateway.readers import ReadLimits
+from gateway.request import InferenceRequest
+from gateway.triton import ModelConfig, TritonClient
+from gateway.workers import run_cpu
+
+
+class Pipeline(Protocol):
+    """What the HTTP layer calls: one request in, one AiCOCO document out."""
+
+    async def __call__(self, request: InferenceRequest) -> AiCOCOOutput: ...
+
+
+@dataclass(frozen=True)
+class PipelineBinding:
+    """What a pipeline instance is built for: a model, the shared Triton client, read limits."""
+
+    model_name: str
+    triton: TritonClient
+    config: ModelConfig
+    limits: ReadLimits
+
+
+_binding: ContextVar[PipelineBinding | None] = ContextVar("pipeline_binding", default=None)
+
+
+@contextmanager
+def binding_scope(binding: PipelineBinding) -> Iterator[None]:
+    """Make ``binding`` visible to pipeline constructors that take no arguments.
+
+    FLaVor subclasses write ``def __init__(self): super().__init__()``; the catalog constructs
+    them inside this scope so that signature keeps working.
+    """
+    token = _binding.set(binding)
+    try:
+        yield
+    finally:
+        _binding.reset(token)
+
+
+def current_binding() -> PipelineBinding:
+    binding = _binding.get()
+    if binding is None:
+        raise RuntimeError(
+            "a pipeline (or a TritonModel without client=) must be constructed by the model "
+            "catalog, inside binding_scope(...), or be given a PipelineBinding explicitly"
+        )
+    return binding
+
+
+class TritonModel:
+    """A handle to a model served by Triton: what ``define_inference_network`` returns.
+
+    ``await model.infer({"image": x})`` returns every output by name. ``await model(x)`` is the
+    FLaVor-style call for a model with one input and one output: array in, array out (a mapping
+    in gives a mapping out).
+    """
+
+    def __init__(self, name: str, *, client: TritonClient | None = None) -> None:
+        self.name = name
+        self._client = client if client is not None else current_binding().triton
+
+    async def config(self) -> ModelConfig:
+        return await self._client.model_config(self.name)
+
+    async def infer(
+        self, inputs: Mapping[str, np.ndarray], *, request_id: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """Every output by name. The request's id (from the log context) tags Triton's log."""
+        if request_id is None:
+            request_id = request_id_var.get() or ""
+        return await self._client.infer(self.name, inputs, request_id=request_id)
+
+    @overload
+    def __call__(self, x: np.ndarray) -> Coroutine[Any, Any, np.ndarray]: ...
+
+    @overload
+    def __call__(
+        self, x: Mapping[str, np.ndarray]
+    ) -> Coroutine[Any, Any, dict[str, np.ndarray]]: ...
+
+    def __call__(
+        self, x: np.ndarray | Mapping[str, np.ndarray]
+    ) -> Coroutine[Any, Any, np.ndarray | dict[str, np.ndarray]]:
+        return self._call(x)
+
+    async def _call(
+        self, x: np.ndarray | Mapping[str, np.ndarray]
+    ) -> np.ndarray | dict[str, np.ndarray]:
+        if isinstance(x, Mapping):
+            return await self.infer(x)
+        config = await self.config()
+        required = [spec for spec in config.inputs if not spec.optional]
+        if len(required) != 1 or len(config.outputs) != 1:
+            raise InternalError(
+                f"model '{self.name}' has inputs {[s.name for s in config.inputs]} and outputs "
+                f"{[s.name for s in config.outputs]}; call it with a mapping of inputs "
+                "(await network.infer({...})) rather than one array",
+                details={"model": self.name},
+            )
+        result = await self.infer({required[0].name: x})
+        return result[config.outputs[0].name]
+
+    def __repr__(self) -> str:
+        return f"TritonModel({self.name!r})"
+
+
+CategoryLike = CategorySpec | Mapping[str, Any]
+RegressionLike = RegressionSpec | Mapping[str, Any]
+
+
+class AiCOCOImagePipeline(abc.ABC):
+    """Base of image pipelines, stage for stage FLaVor's ``BaseAiCOCOImageInferenceModel``.
+
+    Override ``define_inference_network``, ``set_categories``, ``set_regressions``,
+    ``data_reader`` and ``output_formatter``; ``preprocess``, ``inference`` and ``postprocess``
+    default to identity, ``self.network(x)`` and identity. Stage arguments:
+
+    - ``data_reader(files, *, images, uploads, **fields)`` -> ``(data, modified_files | None)``:
+      ``files`` are the uploaded files' local paths, one per distinct file, in ``index`` order of
+      their entries. Returning ``modified_files`` (a reordering of ``files``) reorders the
+      ``images`` given to ``output_formatter`` to match, as in FLaVor.
+    - ``preprocess(data)`` -> ``x``; ``inference(x)`` -> ``out`` (may be ``async``);
+      ``postprocess(out, *, data)`` -> ``model_out``.
+    - ``output_formatter(model_out, *, images, categories, regressions, data, ids)`` ->
+      :class:`~aicoco.AiCOCOOutput` (or a mapping that validates as one). ``categories`` and
+      ``regressions`` are :class:`~aicoco.CategorySpec` / :class:`~aicoco.RegressionSpec` lists,
+      ready for the ``aicoco`` strategies; ``ids`` is the request's id generator.
+    """
+
+    task: ClassVar[str | None] = None
+    """Shown by ``GET /models``; the built-in pipelines set it, custom ones may."""
+
+    def __init__(self, binding: PipelineBinding | None = None) -> None:
+        self.binding = binding if binding is not None else current_binding()
+        with binding_scope(self.binding):
+            self.network = self.define_inference_network()
+        self.categories: list[CategorySpec] = _specs(
+            self.model_name, "set_categories", CategorySpec, self.set_categories()
+        )
+        self.regressions: list[RegressionSpec] = _specs(
+            self.model_name, "set_regressions", RegressionSpec, self.set_regressions()
+        )
+
+    @property
+    def model_name(self) -> str:
+        return self.binding.model_name
+
+    @property
+    def triton(self) -> TritonClient:
+        return self.binding.triton
+
+    @property
+    def limits(self) -> ReadLimits:
+        return self.binding.limits
+
+    @abc.abstractmethod
+    def define_inference_network(self) -> Any:
+        """The network: usually ``TritonModel("name")``; assigned to ``self.network``."""
+
+    @abc.abstractmethod
+    def set_categories(self) -> Sequence[CategoryLike] | None:
+        """What each output channel means: ``[{"name": ..., "supercategory_name": ...}, ...]``."""
+
+    @abc.abstractmethod
+    def set_regressions(self) -> Sequence[RegressionLike] | None:
+        """What each regression value means: ``[{"name": ..., "unit": ...}, ...]``."""
+
+    @abc.abstractmethod
+    def data_reader(
+        self, files: Sequence[str], *args: Any, **kwargs: Any
+    ) -> tuple[Any, Sequence[str] | None]:
+        """Read the request's files into whatever ``preprocess`` takes."""
+
+    def preprocess(self, data: Any) -> Any:
+        return data
+
+    def inference(self, x: Any) -> Any:
+        return self.network(x)
+
+    def postprocess(self, out: Any, *args: Any, **kwargs: Any) -> Any:
+        return out
+
+    @abc.abstractmethod
+    def output_formatter(
+        self, model_out: Any, *args: Any, **kwargs: Any
+    ) -> AiCOCOOutput | Mapping[str, Any]:
+        """Turn ``model_out`` into AiCOCO, usually with one of ``aicoco``'s strategies.
+
+        Called with the keywords ``images``, ``categories``, ``regressions``, ``data`` and
+        ``ids``, each passed only if the signature names it (or takes ``**kwargs``).
+        """
+
+    async def __call__(self, request: InferenceRequest) -> AiCOCOOutput:
+        images = sorted(request.images, key=lambda image: image.index)
+        files, names = _files(request, images)
+        fields = {k: v for k, v in request.fields.items() if k not in _RESERVED}
+        with request.stage("read"):
+            read = await _stage(
+                self.data_reader, files=files, images=images, uploads=request.uploads, **fields
+            )
+        data, modified = _unpack_read(self.model_name, read)
+        ordered = _reorder(images, modified, names) if modified else images
+        with request.stage("preprocess"):
+            x = await _stage(self.preprocess, data)
+        with request.stage("triton"):
+            out = self.inference(x)
+            if inspect.isawaitable(out):
+                out = await out
+        del x
+        with request.stage("postprocess"):
+            model_out = await _stage(self.postprocess, out, data=data)
+        del out
+        with request.stage("format"):
+            try:
+                result = await _stage(
+                    self.output_formatter,
+                    model_out,
+                    images=ordered,
+                    categories=self.categories,
+                    regressions=self.regressions,
+                    data=data,
+                    ids=request.ids,
+                )
+            except AiCOCOFormatError as exc:
+                raise InvalidModelOutput(
+                    f"the output of model '{self.model_name}' does not fit its categories or "
+                    f"images: {exc}",
+                    details={"model": self.model_name},
+                ) from exc
+        return _as_output(self.model_name, result)
+
+
+_RESERVED = frozenset({"files", "images", "uploads", "data", "ids"})
+
+
+async def _stage(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a stage with the keywords it accepts: on the worker pool, or awaited if async."""
+    call = functools.partial(fn, *args, **_accepted(fn, kwargs))
+    if inspect.iscoroutinefunction(fn):
+        return await call()
+    return await run_cpu(call)
+
+
+def _accepted(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    parameters = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return dict(kwargs)
+    names = {
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    }
+    return {key: value for key, value in kwargs.items() if key in names}
+
+
+def _files(
+    request: InferenceRequest, images: Sequence[AiImage]
+) -> tuple[list[str], dict[str, str]]:
+    """Local paths of the uploads, one per distinct file in entry order, and path -> file name."""
+    missing = sorted({image.file_name for image in images} - set(request.uploads))
+    unused = sorted(set(request.uploads) - {image.file_name for image in images})
+    if missing or unused:
+        raise FileMismatch(
+            "uploaded files and images entries must pair up by exact file name"
+            + (f"; entries without a file: {missing}" if missing else "")
+            + (f"; files without an entry: {unused}" if unused else ""),
+            details={"missing_files": missing, "unmatched_files": unused},
+        )
+    paths: dict[str, str] = {}
+    for image in images:
+        upload = request.uploads[image.file_name]
+        paths.setdefault(str(upload.path), upload.file_name)
+    return list(paths), paths
+
+
+def _unpack_read(model: str, read: Any) -> tuple[Any, Sequence[str] | None]:
+    if not isinstance(read, tuple) or len(read) != 2:
+        raise InternalError(
+            f"the pipeline of model '{model}': data_reader must return (data, modified_files "
+            f"or None), got {type(read).__name__}",
+            details={"model": model},
+        )
+    data, modified = read
+    return data, modified
+
+
+def _reorder(
+    images: Sequence[AiImage], files: Sequence[str], names: Mapping[str, str]
+) -> list[AiImage]:
+    """FLaVor's rule: the entries follow ``files`` (the data's order), each file's by index."""
+    ordered: list[AiImage] = []
+    for path in files:
+        name = names.get(str(path))
+        if name is None:
+            raise InternalError(f"data_reader returned a file it was not given: {path}")
+        ordered.extend(image for image in images if image.file_name == name)
+    return ordered
+
+
+def _specs(model: str, stage: str, kind: type[Any], values: Sequence[Any] | None) -> list[Any]:
+    try:
+        return [v if isinstance(v, kind) else kind.model_validate(v) for v in values or ()]
+    except ValueError as exc:
+        raise InternalError(
+            f"the pipeline of model '{model}': {stage}() returned an invalid entry: {exc}",
+            details={"model": model},
+        ) from None
+
+
+def _as_output(model: str, result: Any) -> AiCOCOOutput:
+    if isinstance(result, AiCOCOOutput):
+        return result
+    if isinstance(result, Mapping):
+        try:
+            return AiCOCOOutput.model_validate(result)
+        except ValueError as exc:
+            raise InvalidModelOutput(
+                f"the pipeline of model '{model}' produced an invalid AiCOCO document: {exc}",
+                details={"model": model},
+            ) from None
+    raise InternalError(
+        f"the pipeline of model '{model}': output_formatter must return an AiCOCOOutput, "
+        f"got {type(result).__name__}",
+        details={"model": model},
+    )

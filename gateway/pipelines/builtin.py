@@ -1,0 +1,369 @@
+"""The built-in pipelines: one per task, configured only by the model's ``aicoco.*`` parameters.
+
+Dropping a model folder into the repository is enough to serve it: the catalog reads the config
+from Triton, picks the class for ``aicoco.task`` and checks that the model's tensors are the ones
+the contract names (input ``image`` FP32 ``[1, H, W]`` matching ``aicoco.input.size``; outputs
+``probabilities`` / ``values`` / ``boxes`` + ``scores`` / ``probabilities`` or ``mask``) before
+the first request, so a mismatch is reported as the model's configuration error, not a 500 deep
+inside a request. The stage semantics are in :mod:`~gateway.pipelines.preprocessing` and
+:mod:`~gateway.pipelines.postprocessing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn
+
+import numpy as np
+
+from aicoco import (
+    AiCOCOOutput,
+    AiImage,
+    CategorySpec,
+    ClassificationStrategy,
+    DetectionStrategy,
+    IdGenerator,
+    RegressionSpec,
+    RegressionStrategy,
+    SegmentationStrategy,
+)
+from gateway.errors import InvalidModelConfig, InvalidModelOutput, UnsupportedImage
+from gateway.pipelines import postprocessing as post
+from gateway.pipelines.base import (
+    AiCOCOImagePipeline,
+    PipelineBinding,
+    TritonModel,
+    current_binding,
+)
+from gateway.pipelines.params import (
+    ClassificationOutput,
+    DetectionOutput,
+    ModelParams,
+    RegressionOutput,
+    SegmentationOutput,
+    Task,
+    parse_params,
+)
+from gateway.pipelines.preprocessing import to_model_input
+from gateway.readers import ImageSet, read_images
+from gateway.request import Upload
+from gateway.triton import ModelConfig, TensorSpec
+
+INPUT = "image"
+
+
+@dataclass
+class Scan:
+    """What a built-in pipeline keeps of the request's images from one stage to the next.
+
+    ``preprocess`` takes the pixels out (:meth:`take_pixels`), so the full-resolution stack is
+    freed while Triton runs instead of living until the response is formatted.
+    """
+
+    pixels: np.ndarray | None
+    hounsfield: bool
+    slice_images: list[AiImage]
+    shape: tuple[int, int, int]
+    """``(Z, H, W)`` of the stack as read."""
+
+    @classmethod
+    def from_image_set(cls, images: ImageSet) -> Scan:
+        z, h, w = images.pixels.shape[:3]
+        return cls(images.pixels, images.hounsfield, list(images.slice_images), (z, h, w))
+
+    def take_pixels(self) -> np.ndarray:
+        pixels, self.pixels = self.pixels, None
+        if pixels is None:
+            raise RuntimeError("the pixels of this scan were already taken")
+        return pixels
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.shape[1], self.shape[2]
+
+
+class BuiltinPipeline(AiCOCOImagePipeline):
+    """Shared stages: read with the gateway's readers, preprocess per ``aicoco.input``."""
+
+    task: ClassVar[Task]
+
+    def __init__(self, binding: PipelineBinding | None = None) -> None:
+        binding = binding if binding is not None else current_binding()
+        self.params: ModelParams = parse_params(binding.model_name, binding.config.parameters)
+        super().__init__(binding)
+        _check_input(binding.config, self.params)
+        self.check_outputs(binding.config)
+
+    def check_outputs(self, config: ModelConfig) -> None:
+        """Refuse a model whose outputs are not the ones this task reads."""
+
+    def define_inference_network(self) -> TritonModel:
+        return TritonModel(self.model_name)
+
+    def set_categories(self) -> Sequence[CategorySpec]:
+        return self.params.categories
+
+    def set_regressions(self) -> Sequence[RegressionSpec]:
+        return self.params.regressions
+
+    def data_reader(
+        self,
+        files: Sequence[str],
+        *,
+        images: Sequence[AiImage],
+        uploads: Mapping[str, Upload],
+        **kwargs: Any,
+    ) -> tuple[Scan, None]:
+        return Scan.from_image_set(read_images(images, uploads, self.limits)), None
+
+    def preprocess(self, data: Scan) -> np.ndarray:
+        pixels = data.take_pixels()
+        return to_model_input(pixels, hounsfield=data.hounsfield, spec=self.params.input)
+
+    async def inference(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        network = self.network
+        assert isinstance(network, TritonModel)
+        return await network.infer({INPUT: x})
+
+    def output(self, out: Mapping[str, np.ndarray], name: str, ndim: int) -> np.ndarray:
+        """The output ``name`` with ``ndim`` dims (batch included), or a clear model error."""
+        array = out[name]
+        if array.ndim != ndim:
+            raise InvalidModelOutput(
+                f"model '{self.model_name}' returned '{name}' with shape {list(array.shape)}; "
+                f"expected {ndim} dimensions including the batch",
+                details={"model": self.model_name, "output": name},
+            )
+        return array
+
+    def expect_channels(self, name: str, found: int, kind: str, declared: int) -> None:
+        if found != declared:
+            raise InvalidModelOutput(
+                f"model '{self.model_name}' returned {found} channels in '{name}' but declares "
+                f"{declared} {kind}",
+                details={"model": self.model_name, "output": name},
+            )
+
+
+class ClassificationPipeline(BuiltinPipeline):
+    """One probability per category per slice; a series is combined (``aggregate``)."""
+
+    task = "classification"
+    strategy = ClassificationStrategy()
+
+    def check_outputs(self, config: ModelConfig) -> None:
+        _check_output(config, "probabilities", "FP32", (len(self.categories),))
+
+    def postprocess(self, out: Mapping[str, np.ndarray], *, data: Scan) -> np.ndarray:
+        spec = self.params.output
+        assert isinstance(spec, ClassificationOutput)
+        probabilities = self.output(out, "probabilities", 2)
+        self.expect_channels(
+            "probabilities", probabilities.shape[1], "categories", len(self.categories)
+        )
+        return post.classify(probabilities, spec.threshold, spec.aggregate)
+
+    def output_formatter(
+        self,
+        model_out: np.ndarray,
+        images: Sequence[AiImage],
+        categories: Sequence[CategorySpec],
+        regressions: Sequence[RegressionSpec] = (),
+        *,
+        data: Scan,
+        ids: IdGenerator,
+    ) -> AiCOCOOutput:
+        return self.strategy(model_out, images=data.slice_images, categories=categories, ids=ids)
+
+
+class RegressionPipeline(BuiltinPipeline):
+    """One value per regression per slice; a series is combined (``aggregate``)."""
+
+    task = "regression"
+    strategy = RegressionStrategy()
+
+    def check_outputs(self, config: ModelConfig) -> None:
+        _check_output(config, "values", "FP32", (len(self.regressions),))
+
+    def postprocess(self, out: Mapping[str, np.ndarray], *, data: Scan) -> np.ndarray:
+        spec = self.params.output
+        assert isinstance(spec, RegressionOutput)
+        values = self.output(out, "values", 2)
+        self.expect_channels("values", values.shape[1], "regressions", len(self.regressions))
+        return post.regress(values, spec.scale, spec.offset, spec.aggregate)
+
+    def output_formatter(
+        self,
+        model_out: np.ndarray,
+        images: Sequence[AiImage],
+        categories: Sequence[CategorySpec],
+        regressions: Sequence[RegressionSpec] = (),
+        *,
+        data: Scan,
+        ids: IdGenerator,
+    ) -> AiCOCOOutput:
+        return self.strategy(
+            model_out,
+            images=data.slice_images,
+            categories=categories,
+            regressions=regressions,
+            ids=ids,
+        )
+
+
+class DetectionPipeline(BuiltinPipeline):
+    """Boxes on one 2D image: threshold, per-class NMS, scaled back to the image."""
+
+    task = "detection"
+    strategy = DetectionStrategy()
+
+    def check_outputs(self, config: ModelConfig) -> None:
+        _check_output(config, "boxes", "FP32", (-1, 4))
+        _check_output(config, "scores", "FP32", (-1, len(self.categories)))
+
+    def postprocess(self, out: Mapping[str, np.ndarray], *, data: Scan) -> dict[str, np.ndarray]:
+        spec = self.params.output
+        assert isinstance(spec, DetectionOutput)
+        boxes = self.output(out, "boxes", 3)
+        scores = self.output(out, "scores", 3)
+        self.expect_channels("scores", scores.shape[2], "categories", len(self.categories))
+        if boxes.shape[0] != 1:
+            raise UnsupportedImage(
+                f"model '{self.model_name}' detects objects in one 2D image; the request holds "
+                f"{boxes.shape[0]} slices",
+                details={"model": self.model_name, "slices": int(boxes.shape[0])},
+            )
+        height, width = self.params.input.size
+        image_h, image_w = data.image_size
+        try:
+            return post.detect(
+                boxes[0],
+                scores[0],
+                score_threshold=spec.score_threshold,
+                iou_threshold=spec.iou_threshold,
+                max_detections=spec.max_detections,
+                scale=(image_h / height, image_w / width),
+                image_size=data.image_size,
+            )
+        except ValueError as exc:
+            raise InvalidModelOutput(
+                f"model '{self.model_name}': {exc}", details={"model": self.model_name}
+            ) from None
+
+    def output_formatter(
+        self,
+        model_out: dict[str, np.ndarray],
+        images: Sequence[AiImage],
+        categories: Sequence[CategorySpec],
+        regressions: Sequence[RegressionSpec] = (),
+        *,
+        data: Scan,
+        ids: IdGenerator,
+    ) -> AiCOCOOutput:
+        return self.strategy(model_out, images=data.slice_images, categories=categories, ids=ids)
+
+
+class SegmentationPipeline(BuiltinPipeline):
+    """Per-class masks (or instances) resized back to each slice, in the entries' index order."""
+
+    task = "segmentation"
+    strategy = SegmentationStrategy()
+
+    def check_outputs(self, config: ModelConfig) -> None:
+        channels = len(self.categories)
+        if config.output("mask") is not None:
+            _check_output(config, "mask", "UINT8", (channels, -1, -1))
+        else:
+            _check_output(config, "probabilities", "FP32", (channels, -1, -1))
+
+    def postprocess(self, out: Mapping[str, np.ndarray], *, data: Scan) -> np.ndarray:
+        spec = self.params.output
+        assert isinstance(spec, SegmentationOutput)
+        name, threshold = ("mask", None) if "mask" in out else ("probabilities", spec.threshold)
+        maps = self.output(out, name, 4)
+        self.expect_channels(name, maps.shape[1], "categories", len(self.categories))
+        slices = maps.shape[0]
+        if slices > 1 and len(data.slice_images) != slices:
+            raise UnsupportedImage(
+                f"model '{self.model_name}' segments each of the {slices} slices, but they "
+                f"belong to {len(data.slice_images)} images entries; send one entry per slice",
+                details={"model": self.model_name, "slices": slices},
+            )
+        labels = post.segment(
+            maps,
+            threshold=threshold,
+            instances=spec.instances,
+            volumetric=self.params.input.dims == 3,
+            image_size=data.image_size,
+            order=post.index_order(data.slice_images) if slices > 1 else None,
+        )
+        return labels[:, 0] if slices == 1 else labels
+
+    def output_formatter(
+        self,
+        model_out: np.ndarray,
+        images: Sequence[AiImage],
+        categories: Sequence[CategorySpec],
+        regressions: Sequence[RegressionSpec] = (),
+        *,
+        data: Scan,
+        ids: IdGenerator,
+    ) -> AiCOCOOutput:
+        return self.strategy(model_out, images=data.slice_images, categories=categories, ids=ids)
+
+
+BUILTIN: dict[str, type[BuiltinPipeline]] = {
+    cls.task: cls
+    for cls in (ClassificationPipeline, RegressionPipeline, DetectionPipeline, SegmentationPipeline)
+}
+
+
+def builtin_pipeline(binding: PipelineBinding) -> BuiltinPipeline:
+    """The built-in pipeline for the model's ``aicoco.task``, checked against its tensors."""
+    params = parse_params(binding.model_name, binding.config.parameters)
+    return BUILTIN[params.task](binding)
+
+
+def _check_input(config: ModelConfig, params: ModelParams) -> None:
+    model = config.name
+    if config.max_batch_size < 1:
+        _config_error(
+            model,
+            "max_batch_size must be at least 1: built-in pipelines send slices in batches",
+        )
+    image = config.input(INPUT)
+    if image is None:
+        _config_error(model, f"needs an input named '{INPUT}' (FP32 [1, H, W])")
+    others = [spec.name for spec in config.inputs if spec.name != INPUT and not spec.optional]
+    if others:
+        _config_error(model, f"has inputs {others} that built-in pipelines cannot fill")
+    _check_spec(model, image, "FP32", (1, *params.input.size), "input")
+
+
+def _check_output(config: ModelConfig, name: str, datatype: str, shape: tuple[int, ...]) -> None:
+    spec = config.output(name)
+    if spec is None:
+        outputs = [s.name for s in config.outputs]
+        _config_error(config.name, f"needs an output named '{name}'; it has {outputs}")
+    _check_spec(config.name, spec, datatype, shape, "output")
+
+
+def _check_spec(
+    model: str, spec: TensorSpec, datatype: str, shape: tuple[int, ...], kind: str
+) -> None:
+    want = "[" + ", ".join("?" if d < 0 else str(d) for d in shape) + "]"
+    fits = len(spec.shape) == len(shape) and all(
+        have < 0 or want_dim < 0 or have == want_dim
+        for have, want_dim in zip(spec.shape, shape, strict=True)
+    )
+    if spec.datatype != datatype or not fits:
+        _config_error(
+            model,
+            f"{kind} '{spec.name}' is {spec.describe()}; its aicoco parameters need "
+            f"{datatype} {want}",
+        )
+
+
+def _config_error(model: str, problem: str) -> NoReturn:
+    raise InvalidModelConfig(f"model '{model}' {problem}", details={"model": model})

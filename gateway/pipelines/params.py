@@ -1,0 +1,189 @@
+"""The ``aicoco.*`` parameters of a model's ``config.pbtxt``: parsed, validated, typed.
+
+A model folder is self-describing: its config says what task it does, what its channels mean and
+how a file becomes its input tensor. A mistake there (a typo in a key, a threshold of 5, a JSON
+comma) is the deployment's bug, not the client's; it must surface as one clear error naming the
+model and the parameter, at the first request or in ``GET /models``, never as a wrong answer.
+Unknown keys are refused for the same reason: a misspelt ``treshold`` silently ignored would run
+the model with the default.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NoReturn
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aicoco import CategorySpec, RegressionSpec
+from gateway.errors import InvalidModelConfig
+
+Task = Literal["classification", "regression", "detection", "segmentation"]
+
+PREFIX = "aicoco."
+TASK = "aicoco.task"
+CATEGORIES = "aicoco.categories"
+REGRESSIONS = "aicoco.regressions"
+INPUT = "aicoco.input"
+OUTPUT = "aicoco.output"
+KNOWN = (TASK, CATEGORIES, REGRESSIONS, INPUT, OUTPUT)
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """How files become the ``image`` tensor ``[N, 1, H, W]`` FP32."""
+
+    size: tuple[Annotated[int, Field(ge=1, le=16384)], Annotated[int, Field(ge=1, le=16384)]]
+    window: tuple[float, Annotated[float, Field(gt=0)]] | None = None
+    """``(center, width)`` in HU, applied only to images whose values are HU."""
+    scale: Literal["dtype", "minmax"] = "dtype"
+    dims: Literal[2, 3] = 2
+
+
+class ClassificationOutput(_Strict):
+    threshold: Unit = 0.5
+    aggregate: Literal["max", "mean"] = "max"
+    """How per-slice probabilities of a series combine before the threshold."""
+
+
+class RegressionOutput(_Strict):
+    scale: float = 1.0
+    offset: float = 0.0
+    aggregate: Literal["mean", "median", "max", "min"] = "mean"
+    """How per-slice values of a series combine into the series' value."""
+
+
+class DetectionOutput(_Strict):
+    score_threshold: Unit = 0.5
+    iou_threshold: Unit = 0.5
+    max_detections: Annotated[int, Field(ge=1)] = 100
+
+
+class SegmentationOutput(_Strict):
+    threshold: Unit = 0.5
+    instances: bool = False
+
+
+OutputSpec = ClassificationOutput | RegressionOutput | DetectionOutput | SegmentationOutput
+
+_OUTPUTS: dict[str, type[_Strict]] = {
+    "classification": ClassificationOutput,
+    "regression": RegressionOutput,
+    "detection": DetectionOutput,
+    "segmentation": SegmentationOutput,
+}
+
+
+class _CategoryList(BaseModel):
+    items: list[CategorySpec]
+
+    @field_validator("items")
+    @classmethod
+    def _unique(cls, items: list[CategorySpec]) -> list[CategorySpec]:
+        names = [item.name for item in items]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate names {duplicates}")
+        return items
+
+
+class _RegressionList(BaseModel):
+    items: list[RegressionSpec]
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Everything a built-in pipeline needs to know about its model, from its config alone."""
+
+    task: Task
+    categories: tuple[CategorySpec, ...]
+    regressions: tuple[RegressionSpec, ...]
+    input: InputSpec
+    output: OutputSpec
+
+
+def has_aicoco_parameters(parameters: Mapping[str, str]) -> bool:
+    return any(key.startswith(PREFIX) for key in parameters)
+
+
+def parse_params(model: str, parameters: Mapping[str, str]) -> ModelParams:
+    """Validate the ``aicoco.*`` entries; other parameters (the backend's) are left alone."""
+    unknown = sorted(k for k in parameters if k.startswith(PREFIX) and k not in KNOWN)
+    if unknown:
+        _fail(model, unknown[0], f"unknown parameter; the known ones are {', '.join(KNOWN)}")
+    raw_task = parameters.get(TASK, "").strip()
+    if raw_task not in _OUTPUTS:
+        _fail(model, TASK, f"must be one of {', '.join(_OUTPUTS)}, got {raw_task!r}")
+    task: Task = raw_task  # type: ignore[assignment]
+    categories = tuple(
+        _validate(model, CATEGORIES, _CategoryList, _json(model, parameters, CATEGORIES, []))
+    )
+    regressions = tuple(
+        _validate(model, REGRESSIONS, _RegressionList, _json(model, parameters, REGRESSIONS, []))
+    )
+    if task in ("classification", "detection", "segmentation") and not categories:
+        _fail(model, CATEGORIES, f"a {task} model needs at least one category")
+    if task == "regression" and not regressions:
+        _fail(model, REGRESSIONS, "a regression model needs at least one regression")
+    if INPUT not in parameters:
+        _fail(model, INPUT, 'is required, e.g. {"size": [256, 256], "scale": "dtype"}')
+    input_spec = _model(model, INPUT, InputSpec, _json(model, parameters, INPUT, {}))
+    assert isinstance(input_spec, InputSpec)
+    output_type = _OUTPUTS[task]
+    output_spec = _model(model, OUTPUT, output_type, _json(model, parameters, OUTPUT, {}))
+    assert isinstance(
+        output_spec, ClassificationOutput | RegressionOutput | DetectionOutput | SegmentationOutput
+    )
+    return ModelParams(task, categories, regressions, input_spec, output_spec)
+
+
+def _json(model: str, parameters: Mapping[str, str], key: str, default: Any) -> Any:
+    raw = parameters.get(key)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        _fail(model, key, f"is not valid JSON ({exc.msg} at character {exc.pos})")
+
+
+def _validate(
+    model: str, key: str, kind: type[_CategoryList] | type[_RegressionList], value: Any
+) -> list[Any]:
+    if not isinstance(value, list):
+        _fail(model, key, f"must be a JSON list of objects, got {type(value).__name__}")
+    try:
+        return list(kind.model_validate({"items": value}).items)
+    except ValidationError as exc:
+        _fail(model, key, f"is invalid: {_explain(exc)}")
+
+
+def _model(model: str, key: str, kind: type[_Strict], value: Any) -> _Strict:
+    if not isinstance(value, dict):
+        _fail(model, key, f"must be a JSON object, got {type(value).__name__}")
+    try:
+        return kind.model_validate(value)
+    except ValidationError as exc:
+        _fail(model, key, f"is invalid: {_explain(exc)}")
+
+
+def _explain(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"] if part != "items")
+        problems.append(f"{location or 'value'}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def _fail(model: str, key: str, problem: str) -> NoReturn:
+    raise InvalidModelConfig(
+        f"model '{model}': parameter '{key}' {problem}",
+        details={"model": model, "parameter": key},
+    )

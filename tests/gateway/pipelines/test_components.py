@@ -1,0 +1,71 @@
+"""Slab-by-slab connected components give the whole-volume labelling, numbering included."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from scipy import ndimage
+
+from gateway.pipelines.components import find_components, label_dtype, write_components
+
+
+def label_in_slabs(
+    volume: npt.NDArray[np.bool_], *, volumetric: bool, slab: int
+) -> npt.NDArray[np.uint32]:
+    def masks(start: int, stop: int) -> npt.NDArray[np.bool_]:
+        return volume[start:stop]
+
+    slices = volume.shape[0]
+    components = find_components(masks, slices, volumetric=volumetric, slab=slab)
+    out = np.zeros(volume.shape, dtype=np.uint32)
+    write_components(components, out, np.arange(slices))
+    assert out.max() == components.count
+    return out
+
+
+def whole(volume: npt.NDArray[np.bool_], *, volumetric: bool) -> np.ndarray:
+    structure = np.ones((3, 3, 3), dtype=bool)
+    if not volumetric:
+        structure[0] = structure[2] = False
+    labels: np.ndarray = ndimage.label(volume, structure=structure)[0]
+    return labels
+
+
+@pytest.mark.parametrize("slab", [1, 2, 3, 7, 64])
+@pytest.mark.parametrize("volumetric", [True, False])
+def test_slabs_match_one_whole_volume_labelling(slab: int, volumetric: bool) -> None:
+    rng = np.random.default_rng(slab)
+    volume = ndimage.binary_opening(rng.random((20, 24, 24)) > 0.6)
+    np.testing.assert_array_equal(
+        label_in_slabs(volume, volumetric=volumetric, slab=slab),
+        whole(volume, volumetric=volumetric),
+    )
+
+
+def test_diagonal_neighbours_across_a_slab_boundary_join() -> None:
+    volume = np.zeros((2, 4, 4), dtype=bool)
+    volume[0, 1, 1] = volume[1, 2, 2] = True
+    assert label_in_slabs(volume, volumetric=True, slab=1).max() == 1
+    assert label_in_slabs(volume, volumetric=False, slab=1).max() == 2
+
+
+def test_slices_go_to_their_slots() -> None:
+    volume = np.zeros((3, 2, 2), dtype=bool)
+    volume[1, 0, 0] = True
+
+    def masks(start: int, stop: int) -> npt.NDArray[np.bool_]:
+        return volume[start:stop]
+
+    components = find_components(masks, 3, volumetric=True, slab=2)
+    out = np.zeros(volume.shape, dtype=np.uint8)
+    write_components(components, out, np.array([2, 0, 1]))
+    assert out[0, 0, 0] == 1
+    assert out.sum() == 1
+
+
+def test_label_dtype() -> None:
+    assert label_dtype(0) is np.uint8
+    assert label_dtype(255) is np.uint8
+    assert label_dtype(256) is np.uint16
+    assert label_dtype(70_000) is np.uint32

@@ -1,0 +1,227 @@
+"""The FLaVor-style stages: what each receives, in which order, and what the request records.
+
+The pipelines here run an in-process numpy "network" (define_inference_network may return any
+callable), so the stage plumbing is tested without a Triton; the real network handle is
+exercised end to end in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aicoco import AiCOCOOutput, AiImage, CategorySpec, ClassificationStrategy, IdGenerator
+from gateway.errors import FileMismatch, InternalError, InvalidModelOutput
+from gateway.pipelines import (
+    AiCOCOImagePipeline,
+    BaseAiCOCOImageInferenceModel,
+    PipelineBinding,
+    TritonModel,
+    binding_scope,
+)
+from gateway.readers import ReadLimits
+from gateway.request import InferenceRequest, Upload
+from gateway.triton import ModelConfig, TritonClient
+
+
+def with_binding(scenario: Callable[[PipelineBinding], Awaitable[Any]]) -> Any:
+    """Run ``scenario`` in an event loop (a gRPC channel needs one), with a binding whose Triton
+    client is never contacted: the networks below run in-process."""
+    config = ModelConfig(name="toy", versions=("1",), max_batch_size=1, inputs=(), outputs=())
+
+    async def run() -> Any:
+        client = TritonClient("127.0.0.1:1", 1.0)
+        try:
+            return await scenario(PipelineBinding("toy", client, config, ReadLimits(10, 10)))
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def request_for(tmp_path: Path, names: Sequence[tuple[str, int]]) -> InferenceRequest:
+    uploads = {}
+    for i, (name, _) in enumerate(names):
+        path = tmp_path / f"{i:05d}.txt"
+        path.write_text(name)
+        uploads[name] = Upload(name, path, path.stat().st_size)
+    images = [
+        AiImage(id=f"id-{index}", file_name=name, index=index) for name, index in reversed(names)
+    ]
+    return InferenceRequest(
+        request_id="r1",
+        model_name="toy",
+        images=images,
+        uploads=uploads,
+        fields={"meta": {"study": "s"}, "threshold": 0.5},
+        ids=IdGenerator(seed=1),
+    )
+
+
+class Ported(BaseAiCOCOImageInferenceModel):
+    """Written the FLaVor way: narrow signatures, a sync network call."""
+
+    def __init__(self) -> None:
+        self.formatter = ClassificationStrategy()
+        super().__init__()
+
+    def define_inference_network(self) -> Any:
+        return lambda x: x.mean(axis=(1, 2)) > 0.5
+
+    def set_categories(self) -> list[dict[str, Any]]:
+        return [{"name": "bright"}, {"name": "dark", "display": False}]
+
+    def set_regressions(self) -> None:
+        return None
+
+    def data_reader(self, files: Sequence[str], **kwargs: Any) -> tuple[np.ndarray, None]:
+        return np.array([[[len(Path(files[0]).read_text()) % 2]]], dtype=np.float32), None
+
+    def preprocess(self, data: np.ndarray) -> np.ndarray:
+        return np.concatenate([data, 1 - data], axis=0)
+
+    def postprocess(self, out: np.ndarray) -> np.ndarray:
+        return out.astype(np.uint8)
+
+    def output_formatter(
+        self,
+        model_out: np.ndarray,
+        images: Sequence[AiImage],
+        categories: Sequence[CategorySpec],
+        **kwargs: Any,
+    ) -> AiCOCOOutput:
+        return self.formatter(model_out=model_out, images=images, categories=categories)
+
+
+def test_a_flavor_style_model_runs_unchanged(tmp_path: Path) -> None:
+    seen: list[str] = []
+    request = request_for(tmp_path, [("a.png", 0)])  # "a.png": 5 characters -> bright
+    request.observe = lambda stage, seconds: seen.append(stage)
+
+    async def scenario(binding: PipelineBinding) -> tuple[Ported, AiCOCOOutput]:
+        with binding_scope(binding):
+            pipeline = Ported()
+        return pipeline, await pipeline(request)
+
+    pipeline, output = with_binding(scenario)
+    assert seen == ["read", "preprocess", "triton", "postprocess", "format"]
+    categories = {c.id: c.name for c in output.categories}
+    assert [categories[c] for c in output.images[0].category_ids or []] == ["bright"]
+    assert pipeline.categories[1].display is False
+
+
+def test_constructing_outside_the_catalog_needs_a_binding() -> None:
+    with pytest.raises(RuntimeError, match="binding"):
+        Ported()
+    with pytest.raises(RuntimeError, match="binding"):
+        TritonModel("toy")
+
+
+class Recording(AiCOCOImagePipeline):
+    """Takes every keyword, async inference, reorders files like a 3D reader would."""
+
+    def define_inference_network(self) -> Any:
+        return None
+
+    def set_categories(self) -> list[CategorySpec]:
+        return [CategorySpec(name="c")]
+
+    def set_regressions(self) -> None:
+        return None
+
+    def data_reader(
+        self, files: Sequence[str], *, images: Sequence[AiImage], **kwargs: Any
+    ) -> tuple[dict[str, Any], list[str]]:
+        assert [image.index for image in images] == sorted(image.index for image in images)
+        return {"files": list(files), "kwargs": sorted(kwargs)}, list(reversed(files))
+
+    async def inference(self, x: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return x
+
+    def postprocess(self, out: Any, *, data: Any) -> Any:
+        assert out is data
+        return np.zeros(1, dtype=np.uint8)
+
+    def output_formatter(
+        self, model_out: Any, *, images: Sequence[AiImage], data: Any, ids: IdGenerator
+    ) -> dict[str, Any]:
+        self.last = (list(images), data)
+        return ClassificationStrategy()(
+            model_out, images=images[:1], categories=self.categories, ids=ids
+        ).model_dump()
+
+
+def test_stage_arguments_and_reordering(tmp_path: Path) -> None:
+    request = request_for(tmp_path, [("a.dcm", 2), ("b.dcm", 0), ("c.dcm", 1)])
+
+    async def scenario(binding: PipelineBinding) -> tuple[Recording, AiCOCOOutput]:
+        pipeline = Recording(binding)
+        return pipeline, await pipeline(request)
+
+    pipeline, output = with_binding(scenario)
+    assert isinstance(output, AiCOCOOutput)
+    images, data = pipeline.last
+    paths = {name: str(upload.path) for name, upload in request.uploads.items()}
+    # files in entry index order; fields reach data_reader as keywords.
+    assert data["files"] == [paths["b.dcm"], paths["c.dcm"], paths["a.dcm"]]
+    assert data["kwargs"] == ["meta", "threshold", "uploads"]
+    # modified_files (reversed) reorder the entries handed to output_formatter, as in FLaVor.
+    assert [image.file_name for image in images] == ["a.dcm", "c.dcm", "b.dcm"]
+
+
+def test_files_and_entries_must_pair_up(tmp_path: Path) -> None:
+    request = request_for(tmp_path, [("a.dcm", 0)])
+    request.images.append(AiImage(id="x", file_name="missing.dcm", index=1))
+
+    async def scenario(binding: PipelineBinding) -> AiCOCOOutput:
+        return await Recording(binding)(request)
+
+    with pytest.raises(FileMismatch, match=r"missing\.dcm"):
+        with_binding(scenario)
+
+
+class BadReader(Recording):
+    def data_reader(self, files: Sequence[str], **kwargs: Any) -> Any:
+        return "not a tuple"
+
+
+def test_a_data_reader_must_return_data_and_files(tmp_path: Path) -> None:
+    async def scenario(binding: PipelineBinding) -> AiCOCOOutput:
+        return await BadReader(binding)(request_for(tmp_path, [("a.dcm", 0)]))
+
+    with pytest.raises(InternalError, match=r"data_reader must return \(data"):
+        with_binding(scenario)
+
+
+class BadCategories(Recording):
+    def set_categories(self) -> list[Any]:
+        return [{"label": "no name"}]
+
+
+def test_invalid_categories_are_reported_at_construction() -> None:
+    async def scenario(binding: PipelineBinding) -> BadCategories:
+        return BadCategories(binding)
+
+    with pytest.raises(InternalError, match="set_categories"):
+        with_binding(scenario)
+
+
+class WrongChannels(Ported):
+    def postprocess(self, out: np.ndarray) -> np.ndarray:
+        return np.ones(3, dtype=np.uint8)
+
+
+def test_output_the_strategy_refuses_is_an_invalid_model_output(tmp_path: Path) -> None:
+    async def scenario(binding: PipelineBinding) -> AiCOCOOutput:
+        with binding_scope(binding):
+            pipeline = WrongChannels()
+        return await pipeline(request_for(tmp_path, [("a.png", 0)]))
+
+    with pytest.raises(InvalidModelOutput, match=r"model 'toy'.*shape \(2,\)"):
+        with_binding(scenario)
