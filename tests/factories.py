@@ -10,6 +10,7 @@ packages (:func:`pydicom_file`, :func:`nibabel_file`), never from pydicom's down
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pydicom.data
+from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import (
     UID,
@@ -206,3 +208,21 @@ class RequestFiles:
 
 def image_entry(file_name: str, index: int) -> AiImage:
     return AiImage(id=f"image-{index:05d}", file_name=file_name, index=index)
+
+
+def chest_slice() -> npt.NDArray[np.uint8]:
+    """An 8-bit lung-window rendering of a chest slice: a body with two dark lungs."""
+    y, x = np.ogrid[0:512, 0:512]
+    body = ((y - 256) / 200.0) ** 2 + ((x - 256) / 240.0) ** 2 < 1
+    lungs = body & ((((y - 250) / 120.0) ** 2 + ((np.abs(x - 256) - 110) / 70.0) ** 2) < 1)
+    image = np.zeros((512, 512), dtype=np.uint8)
+    image[body] = 200
+    image[lungs] = 30
+    return image
+
+
+def chest_png() -> bytes:
+    """:func:`chest_slice` as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(chest_slice()).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -8,7 +8,6 @@ succeeds after each case.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import shutil
 import struct
@@ -22,9 +21,9 @@ import httpx
 import nibabel as nib
 import numpy as np
 import pytest
-from PIL import Image
 from pydicom.data import get_testdata_file
 
+from tests.factories import chest_png as png
 from triton_local import LocalTriton
 
 pytestmark = pytest.mark.e2e
@@ -39,23 +38,6 @@ MAX_REQUEST_BYTES = 8 * 1024 * 1024
 SETTINGS = {"MAX_FILES": str(MAX_FILES), "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES)}
 BOUNDARY = "matrixboundary"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
-
-
-def chest_slice() -> np.ndarray:
-    """An 8-bit lung-window rendering of a chest slice: a body with two dark lungs."""
-    y, x = np.ogrid[0:512, 0:512]
-    body = ((y - 256) / 200.0) ** 2 + ((x - 256) / 240.0) ** 2 < 1
-    lungs = body & ((((y - 250) / 120.0) ** 2 + ((np.abs(x - 256) - 110) / 70.0) ** 2) < 1)
-    image = np.zeros((512, 512), dtype=np.uint8)
-    image[body] = 200
-    image[lungs] = 30
-    return image
-
-
-def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(chest_slice()).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def dicom(name: str = "CT_small.dcm") -> bytes:
@@ -162,7 +144,9 @@ CASES: dict[str, Case] = {
         ),
     ),
     "images is malformed JSON": Case(
-        400, "malformed_json", flavor([("a.png", png())], '[{"id": "x", "file_name": "a.png",')
+        400,
+        "malformed_json",
+        flavor([("a.png", png())], '[{"id": "x", "file_name": "a.png",'),
     ),
     "meta is malformed JSON": Case(
         400, "malformed_json", flavor([("a.png", png())], [entry("a.png")], meta="{task: 1}")
@@ -237,7 +221,9 @@ CASES: dict[str, Case] = {
     "images is an object": Case(422, "invalid_aicoco", flavor([("a.png", png())], entry("a.png"))),
     "images is empty": Case(422, "invalid_aicoco", flavor([("a.png", png())], [])),
     "entry without id": Case(
-        422, "invalid_aicoco", flavor([("a.png", png())], [{"file_name": "a.png", "index": 0}])
+        422,
+        "invalid_aicoco",
+        flavor([("a.png", png())], [{"file_name": "a.png", "index": 0}]),
     ),
     "entry without file_name": Case(
         422, "invalid_aicoco", flavor([("a.png", png())], [{"id": "x", "index": 0}])
@@ -270,7 +256,9 @@ CASES: dict[str, Case] = {
     # 422: files and entries do not pair.
     "mismatched names": Case(422, "file_mismatch", flavor([("a.png", png())], [entry("b.png")])),
     "one entry for two files": Case(
-        422, "file_mismatch", flavor([("a.png", png()), ("b.png", png())], [entry("a.png")])
+        422,
+        "file_mismatch",
+        flavor([("a.png", png()), ("b.png", png())], [entry("a.png")]),
     ),
     "entry without its file": Case(
         422, "file_mismatch", flavor([("a.png", png())], [entry("a.png"), entry("b.png", 1)])
@@ -313,7 +301,8 @@ CASES: dict[str, Case] = {
         "invalid_input",
         raw(
             lambda: raw_body(
-                raw_part("images", json.dumps([entry("a.png")]).encode()), raw_part("files", png())
+                raw_part("images", json.dumps([entry("a.png")]).encode()),
+                raw_part("files", png()),
             )
         ),
     ),

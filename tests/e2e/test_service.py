@@ -4,7 +4,6 @@ request ids, concurrency (``/ping`` during a long 3D request, 503 when the slots
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -23,9 +22,9 @@ import jsonschema
 import nibabel as nib
 import numpy as np
 import pytest
-from PIL import Image
 from pydicom.data import get_testdata_file
 
+from tests.factories import chest_png
 from triton_local import LocalTriton, free_port
 
 pytestmark = pytest.mark.e2e
@@ -59,23 +58,6 @@ def url(gateway: tuple[str, Path]) -> str:
 def http(url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=url, timeout=WAIT_S) as client:
         yield client
-
-
-def chest_slice() -> np.ndarray:
-    """An 8-bit lung-window rendering of a chest slice: a body with two dark lungs."""
-    y, x = np.ogrid[0:512, 0:512]
-    body = ((y - 256) / 200.0) ** 2 + ((x - 256) / 240.0) ** 2 < 1
-    lungs = body & ((((y - 250) / 120.0) ** 2 + ((np.abs(x - 256) - 110) / 70.0) ** 2) < 1)
-    image = np.zeros((512, 512), dtype=np.uint8)
-    image[body] = 200
-    image[lungs] = 30
-    return image
-
-
-def chest_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(chest_slice()).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def ct_dicom() -> bytes:
