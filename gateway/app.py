@@ -285,6 +285,10 @@ class RequestContextMiddleware:
         code = scope.get("state", {}).get("error_code")
         if code is not None:
             self.metrics.errors.labels(code=code).inc()
+        quiet = template in _PROBE_ROUTES and status < 400
+        level = logging.DEBUG if quiet else logging.INFO
+        if not access_logger.isEnabledFor(level):
+            return
         extra = {
             "method": method,
             "path": scope["path"],
@@ -294,12 +298,4 @@ class RequestContextMiddleware:
         }
         if code is not None:
             extra["error_code"] = code
-        quiet = template in _PROBE_ROUTES and status < 400
-        access_logger.log(
-            logging.DEBUG if quiet else logging.INFO,
-            "%s %s %s",
-            method,
-            scope["path"],
-            status,
-            extra=extra,
-        )
+        access_logger.log(level, "%s %s %s", method, scope["path"], status, extra=extra)

@@ -26,8 +26,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aicoco import AiImage, IdGenerator
-from gateway.errors import FileMismatch, InvalidAiCOCO, InvalidInput, MalformedJSON, UnreadableFile
+from gateway.errors import InvalidAiCOCO, InvalidInput, MalformedJSON, UnreadableFile
 from gateway.metrics import Metrics
+from gateway.readers.matching import check_names
 from gateway.request import InferenceRequest, StageObserver, Upload
 from gateway.service import service_of
 from gateway.uploads import (
@@ -108,6 +109,18 @@ def upload_folder(upload_dir: Path) -> Iterator[Path]:
     try:
         yield folder
     finally:
+        _remove_folder(folder)
+
+
+def _remove_folder(folder: Path) -> None:
+    """The folder holds only the uploads, side by side: unlink them and remove it, a few
+    system calls, where ``shutil.rmtree``'s symlink-safe walk costs several times more per 2D
+    request. Anything unexpected in it falls back to ``rmtree``."""
+    try:
+        for entry in folder.iterdir():
+            entry.unlink()
+        folder.rmdir()
+    except OSError:
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -210,31 +223,15 @@ def _validate_images(raw: Any) -> list[AiImage]:
 
 
 def _check_files(images: list[AiImage], uploads: Mapping[str, Upload]) -> None:
-    """Pair by exact name (never by suffix: '11.dcm' is not '1.dcm')."""
-    named = dict.fromkeys(image.file_name for image in images)
-    missing = [name for name in named if name not in uploads]
-    unmatched = [name for name in uploads if name not in named]
-    if missing or unmatched:
-        problems = []
-        if missing:
-            problems.append(f"images entries name files that were not uploaded: {_names(missing)}")
-        if unmatched:
-            problems.append(f"uploaded files have no images entry: {_names(unmatched)}")
-        raise FileMismatch(
-            "; ".join(problems) + " (files pair with entries by exact file name)",
-            details={"missing_files": missing, "unmatched_files": unmatched},
-        )
+    """Pair by exact name (never by suffix: '11.dcm' is not '1.dcm'), then refuse empty files,
+    before any file is read."""
+    check_names((image.file_name for image in images), uploads)
     for upload in uploads.values():
         if upload.size == 0:
             raise UnreadableFile(
                 f"the file {upload.file_name!r} is empty (0 bytes)",
                 details={"file_name": upload.file_name},
             )
-
-
-def _names(names: list[str], shown: int = 5) -> str:
-    listed = ", ".join(repr(name) for name in names[:shown])
-    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _json_type(value: Any) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,9 @@ from gateway.errors import (
 
 CONTROL_TIMEOUT_S = 5.0
 """Readiness, metadata and index calls are small; a hung Triton must not hang health checks."""
+
+BatchSink = Callable[[int, int, dict[str, np.ndarray]], Awaitable[None]]
+"""``await sink(start, stop, outputs)``: one batch's outputs (items ``start:stop``)."""
 
 _CONNECTION_HINTS = (
     "failed to connect",
@@ -319,25 +322,66 @@ class TritonClient:
         """
         config = await self.model_config(name)
         arrays = check_inputs(config, inputs)
-        deadline = time.monotonic() + self.timeout_s
         if config.max_batch_size == 0:
+            deadline = time.monotonic() + self.timeout_s
             result = await self._infer_once(config, arrays, deadline, request_id)
             return {spec.name: result[spec.name] for spec in config.outputs}
-        total = next(iter(arrays.values())).shape[0]
-        assembler = _Assembler(config, total)
+        assembler = _Assembler(config, _batch_size(arrays))
+
+        async def put(start: int, stop: int, result: dict[str, np.ndarray]) -> None:
+            assembler.put(start, stop, result)
+
+        await self._infer_batches(config, arrays, put, request_id)
+        return assembler.result()
+
+    async def infer_each(
+        self,
+        name: str,
+        inputs: Mapping[str, np.ndarray],
+        sink: BatchSink,
+        *,
+        request_id: str = "",
+    ) -> None:
+        """Like :meth:`infer` for a batching model, but each batch's outputs go to
+        ``await sink(start, stop, outputs)`` as they arrive (in any order) instead of into one
+        array: a caller that reduces each batch (a volume's probability maps into masks) never
+        holds the whole output. The sink runs while its batch holds one of the
+        ``max_concurrent_batches`` slots, so at most that many answers wait to be consumed.
+        """
+        config = await self.model_config(name)
+        if config.max_batch_size < 1:
+            raise InternalError(
+                f"model '{name}' has no batch dimension (max_batch_size 0); call infer()",
+                details={"model": name},
+            )
+        await self._infer_batches(config, check_inputs(config, inputs), sink, request_id)
+
+    async def _infer_batches(
+        self,
+        config: ModelConfig,
+        arrays: Mapping[str, np.ndarray],
+        sink: BatchSink,
+        request_id: str,
+    ) -> None:
+        """Batches of at most ``max_batch_size``, sent concurrently under one deadline."""
+        deadline = time.monotonic() + self.timeout_s
+        total = _batch_size(arrays)
         semaphore = asyncio.Semaphore(self._max_concurrent_batches)
 
         async def run(start: int, stop: int) -> None:
             async with semaphore:
                 part = {key: value[start:stop] for key, value in arrays.items()}
                 result = await self._infer_once(config, part, deadline, request_id)
-            assembler.put(start, stop, result)
+                _check_batch(config, start, stop, result)
+                await sink(start, stop, result)
 
+        if total <= config.max_batch_size:
+            await run(0, total)
+            return
         await gather_or_cancel(
             run(start, min(start + config.max_batch_size, total))
             for start in range(0, total, config.max_batch_size)
         )
-        return assembler.result()
 
     async def _infer_once(
         self,
@@ -465,6 +509,23 @@ def read_outputs(config: ModelConfig, as_numpy: Any) -> dict[str, np.ndarray]:
     return outputs
 
 
+def _batch_size(arrays: Mapping[str, np.ndarray]) -> int:
+    return int(next(iter(arrays.values())).shape[0])
+
+
+def _check_batch(
+    config: ModelConfig, start: int, stop: int, result: Mapping[str, np.ndarray]
+) -> None:
+    """Every output of one batch answers each of its ``stop - start`` items."""
+    for name, part in result.items():
+        if part.ndim == 0 or part.shape[0] != stop - start:
+            raise InvalidModelOutput(
+                f"output '{name}' of model '{config.name}' has shape "
+                f"{list(part.shape)} for a batch of {stop - start}",
+                details={"model": config.name, "output": name},
+            )
+
+
 class _Assembler:
     """Writes each batch's outputs into one preallocated array per output, in input order.
 
@@ -479,13 +540,8 @@ class _Assembler:
         self._filled = 0
 
     def put(self, start: int, stop: int, result: Mapping[str, np.ndarray]) -> None:
+        _check_batch(self._config, start, stop, result)
         for name, part in result.items():
-            if part.ndim == 0 or part.shape[0] != stop - start:
-                raise InvalidModelOutput(
-                    f"output '{name}' of model '{self._config.name}' has shape "
-                    f"{list(part.shape)} for a batch of {stop - start}",
-                    details={"model": self._config.name, "output": name},
-                )
             target = self._arrays.get(name)
             if target is None:
                 target = np.empty((self._total, *part.shape[1:]), dtype=part.dtype)

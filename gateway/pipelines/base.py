@@ -37,7 +37,7 @@ from gateway.errors import FileMismatch, InternalError, InvalidModelOutput
 from gateway.logs import request_id_var
 from gateway.readers import ReadLimits
 from gateway.request import InferenceRequest
-from gateway.triton import ModelConfig, TritonClient
+from gateway.triton import BatchSink, ModelConfig, TritonClient
 from gateway.workers import run_cpu
 
 
@@ -106,6 +106,19 @@ class TritonModel:
         if request_id is None:
             request_id = request_id_var.get() or ""
         return await self._client.infer(self.name, inputs, request_id=request_id)
+
+    async def infer_each(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        sink: BatchSink,
+        *,
+        request_id: str | None = None,
+    ) -> None:
+        """Each batch's outputs to ``await sink(start, stop, outputs)`` as they arrive, for a
+        pipeline that reduces them batch by batch (see :meth:`TritonClient.infer_each`)."""
+        if request_id is None:
+            request_id = request_id_var.get() or ""
+        await self._client.infer_each(self.name, inputs, sink, request_id=request_id)
 
     @overload
     def __call__(self, x: np.ndarray) -> Coroutine[Any, Any, np.ndarray]: ...
@@ -279,15 +292,24 @@ async def _stage(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def _accepted(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    names = _keyword_names(getattr(fn, "__func__", fn))
+    if names is None:
+        return dict(kwargs)
+    return {key: value for key, value in kwargs.items() if key in names}
+
+
+@functools.lru_cache(maxsize=1024)
+def _keyword_names(fn: Callable[..., Any]) -> frozenset[str] | None:
+    """The keywords ``fn`` accepts, None for all (``**kwargs``). Cached per function (a bound
+    method's underlying function): ``inspect.signature`` is costly next to a 2D request."""
     parameters = inspect.signature(fn).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return dict(kwargs)
-    names = {
+        return None
+    return frozenset(
         p.name
         for p in parameters
         if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    }
-    return {key: value for key, value in kwargs.items() if key in names}
+    )
 
 
 def _files(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, Literal, NoReturn
 
 import numpy as np
 
@@ -49,6 +49,7 @@ from gateway.pipelines.preprocessing import to_model_input
 from gateway.readers import ImageSet, read_images
 from gateway.request import Upload
 from gateway.triton import ModelConfig, TensorSpec
+from gateway.workers import run_cpu
 
 INPUT = "image"
 
@@ -146,23 +147,39 @@ class BuiltinPipeline(AiCOCOImagePipeline):
             )
 
 
-class ClassificationPipeline(BuiltinPipeline):
+class _VectorPipeline(BuiltinPipeline):
+    """A model that answers one FP32 vector per slice, one value per declared category or
+    regression: the shared output checks of classification and regression."""
+
+    vector: ClassVar[str]
+    """The output's name."""
+    declares: ClassVar[Literal["categories", "regressions"]]
+
+    def _declared(self) -> int:
+        return len(self.categories if self.declares == "categories" else self.regressions)
+
+    def check_outputs(self, config: ModelConfig) -> None:
+        _check_output(config, self.vector, "FP32", (self._declared(),))
+
+    def vectors(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``(slices, declared)`` values, or a clear model error."""
+        values = self.output(out, self.vector, 2)
+        self.expect_channels(self.vector, values.shape[1], self.declares, self._declared())
+        return values
+
+
+class ClassificationPipeline(_VectorPipeline):
     """One probability per category per slice; a series is combined (``aggregate``)."""
 
     task = "classification"
     strategy = ClassificationStrategy()
-
-    def check_outputs(self, config: ModelConfig) -> None:
-        _check_output(config, "probabilities", "FP32", (len(self.categories),))
+    vector = "probabilities"
+    declares = "categories"
 
     def postprocess(self, out: Mapping[str, np.ndarray], *, data: Scan) -> np.ndarray:
         spec = self.params.output
         assert isinstance(spec, ClassificationOutput)
-        probabilities = self.output(out, "probabilities", 2)
-        self.expect_channels(
-            "probabilities", probabilities.shape[1], "categories", len(self.categories)
-        )
-        return post.classify(probabilities, spec.threshold, spec.aggregate)
+        return post.classify(self.vectors(out), spec.threshold, spec.aggregate)
 
     def output_formatter(
         self,
@@ -177,21 +194,18 @@ class ClassificationPipeline(BuiltinPipeline):
         return self.strategy(model_out, images=data.slice_images, categories=categories, ids=ids)
 
 
-class RegressionPipeline(BuiltinPipeline):
+class RegressionPipeline(_VectorPipeline):
     """One value per regression per slice; a series is combined (``aggregate``)."""
 
     task = "regression"
     strategy = RegressionStrategy()
-
-    def check_outputs(self, config: ModelConfig) -> None:
-        _check_output(config, "values", "FP32", (len(self.regressions),))
+    vector = "values"
+    declares = "regressions"
 
     def postprocess(self, out: Mapping[str, np.ndarray], *, data: Scan) -> np.ndarray:
         spec = self.params.output
         assert isinstance(spec, RegressionOutput)
-        values = self.output(out, "values", 2)
-        self.expect_channels("values", values.shape[1], "regressions", len(self.regressions))
-        return post.regress(values, spec.scale, spec.offset, spec.aggregate)
+        return post.regress(self.vectors(out), spec.scale, spec.offset, spec.aggregate)
 
     def output_formatter(
         self,
@@ -264,8 +278,24 @@ class DetectionPipeline(BuiltinPipeline):
         return self.strategy(model_out, images=data.slice_images, categories=categories, ids=ids)
 
 
+@dataclass
+class SegmentationInput:
+    """The model's input tensor and what turning each batch's answer into masks needs."""
+
+    tensor: np.ndarray
+    image_size: tuple[int, int]
+    entries: int
+    """Images entries of the stack: one per slice for a volume."""
+
+
 class SegmentationPipeline(BuiltinPipeline):
-    """Per-class masks (or instances) resized back to each slice, in the entries' index order."""
+    """Per-class masks (or instances) resized back to each slice, in the entries' index order.
+
+    Masks are made batch by batch while Triton works on the next batches (:class:`MaskStack`),
+    so the ``triton`` stage includes resizing and thresholding the maps it returns, and
+    ``postprocess`` is what needs the whole volume: connected components and the final layout.
+    The volume's float32 maps are never held whole.
+    """
 
     task = "segmentation"
     strategy = SegmentationStrategy()
@@ -277,28 +307,42 @@ class SegmentationPipeline(BuiltinPipeline):
         else:
             _check_output(config, "probabilities", "FP32", (channels, -1, -1))
 
-    def postprocess(self, out: Mapping[str, np.ndarray], *, data: Scan) -> np.ndarray:
+    def preprocess(self, data: Scan) -> SegmentationInput:  # type: ignore[override]
+        tensor = super().preprocess(data)
+        return SegmentationInput(tensor, data.image_size, len(data.slice_images))
+
+    async def inference(self, x: SegmentationInput) -> post.MaskStack:  # type: ignore[override]
         spec = self.params.output
         assert isinstance(spec, SegmentationOutput)
-        name, threshold = ("mask", None) if "mask" in out else ("probabilities", spec.threshold)
-        maps = self.output(out, name, 4)
-        self.expect_channels(name, maps.shape[1], "categories", len(self.categories))
-        slices = maps.shape[0]
-        if slices > 1 and len(data.slice_images) != slices:
+        slices = x.tensor.shape[0]
+        if slices > 1 and x.entries != slices:
             raise UnsupportedImage(
                 f"model '{self.model_name}' segments each of the {slices} slices, but they "
-                f"belong to {len(data.slice_images)} images entries; send one entry per slice",
+                f"belong to {x.entries} images entries; send one entry per slice",
                 details={"model": self.model_name, "slices": slices},
             )
-        labels = post.segment(
-            maps,
-            threshold=threshold,
+        stack = post.MaskStack(len(self.categories), slices, x.image_size)
+
+        async def put(start: int, stop: int, out: dict[str, np.ndarray]) -> None:
+            name, threshold = ("mask", None) if "mask" in out else ("probabilities", spec.threshold)
+            maps = self.output(out, name, 4)
+            self.expect_channels(name, maps.shape[1], "categories", len(self.categories))
+            await run_cpu(stack.put, start, maps, threshold)
+
+        network = self.network
+        assert isinstance(network, TritonModel)
+        await network.infer_each({INPUT: x.tensor}, put)
+        return stack
+
+    def postprocess(self, out: post.MaskStack, *, data: Scan) -> np.ndarray:
+        spec = self.params.output
+        assert isinstance(spec, SegmentationOutput)
+        labels = out.result(
             instances=spec.instances,
             volumetric=self.params.input.dims == 3,
-            image_size=data.image_size,
-            order=post.index_order(data.slice_images) if slices > 1 else None,
+            order=post.index_order(data.slice_images) if out.slices > 1 else None,
         )
-        return labels[:, 0] if slices == 1 else labels
+        return labels[:, 0] if out.slices == 1 else labels
 
     def output_formatter(
         self,

@@ -151,6 +151,10 @@ SLICES_PER_BLOCK = 16
 """Slices resized at once: bounds the full-resolution temporaries of a long volume."""
 
 
+SLICES_PER_PUT = 4
+"""Slices of one batch resized at once by :meth:`MaskStack.put`."""
+
+
 def resize_mask(
     maps: np.ndarray, threshold: float | None, size: tuple[int, int]
 ) -> npt.NDArray[np.bool_]:
@@ -218,56 +222,89 @@ def segment(
     Slot z of the result holds stack slice ``order[z]``: the strategy puts slot z on the z-th
     entry in ``index`` order, so ``order`` = :func:`index_order` of the stack's entries.
     Instances are labelled in stack order, whatever the entries' indices say, so that only
-    slices adjacent in the volume connect (:mod:`~gateway.pipelines.components`). Memory: the
-    result plus a block of slices' temporaries; the full-resolution masks are never held whole.
+    slices adjacent in the volume connect (:mod:`~gateway.pipelines.components`). The same as
+    feeding :class:`MaskStack` the whole output at once.
     """
     if maps.ndim != 4:
         raise ValueError(f"expected (slices, classes, rows, cols), got {maps.shape}")
     slices, classes = maps.shape[:2]
-    source = np.arange(slices) if order is None else np.asarray(order)
-    if not instances:
-        result = np.empty((classes, slices, *image_size), dtype=bool)
-        for c in range(classes):
-            _fill(result[c], maps, c, source, threshold, image_size)
-        return result
-    slot = np.empty(slices, dtype=np.intp)
-    slot[source] = np.arange(slices)
-    found = [
-        find_components(
-            _stack_masks(maps, c, threshold, image_size),
-            slices,
-            volumetric=volumetric,
-            slab=SLICES_PER_BLOCK,
+    stack = MaskStack(classes, slices, image_size)
+    for start in range(0, slices, SLICES_PER_BLOCK):
+        stack.put(start, maps[start : start + SLICES_PER_BLOCK], threshold)
+    return stack.result(instances=instances, volumetric=volumetric, order=order)
+
+
+class MaskStack:
+    """A volume's full-resolution masks, filled batch by batch as the model's answers arrive.
+
+    Each batch of ``(k, C, h, w)`` maps is resized and thresholded (:func:`resize_mask`) at once
+    and kept bit-packed along rows (an eighth of a byte per voxel), so a 300-slice CT never holds
+    its float32 probability maps (150 MiB at 2 x 256 x 256) or unpacked masks whole: only the
+    result (:meth:`result`) is full size. Batches may arrive in any order; each slice is written
+    exactly once.
+    """
+
+    def __init__(self, classes: int, slices: int, image_size: tuple[int, int]) -> None:
+        self.classes = classes
+        self.slices = slices
+        self.image_size = image_size
+        height, width = image_size
+        self._packed = np.zeros((classes, slices, height, (width + 7) // 8), dtype=np.uint8)
+
+    def put(self, start: int, maps: np.ndarray, threshold: float | None) -> None:
+        """Stack slices ``start : start + len(maps)`` from their ``(k, C, h, w)`` maps."""
+        if maps.ndim != 4 or maps.shape[1] != self.classes:
+            raise ValueError(
+                f"expected (slices, {self.classes}, rows, cols) maps, got {maps.shape}"
+            )
+        stop = start + maps.shape[0]
+        if start < 0 or stop > self.slices:
+            raise ValueError(f"slices {start}:{stop} are outside the stack of {self.slices}")
+        # A few slices at a time: the full-resolution temporaries of resize_mask stay small.
+        for first in range(0, maps.shape[0], SLICES_PER_PUT):
+            part = maps[first : first + SLICES_PER_PUT]
+            at = start + first
+            for c in range(self.classes):
+                mask = resize_mask(part[:, c], threshold, self.image_size)
+                self._packed[c, at : at + len(part)] = np.packbits(mask, axis=-1)
+
+    def masks(self, channel: int) -> MaskSource:
+        """Masks of stack slices ``start:stop`` of one class, unpacked on demand."""
+        width = self.image_size[1]
+
+        def unpack(start: int, stop: int) -> npt.NDArray[np.bool_]:
+            packed = self._packed[channel, start:stop]
+            mask: npt.NDArray[np.bool_] = np.unpackbits(packed, axis=-1, count=width).view(bool)
+            return mask
+
+        return unpack
+
+    def result(
+        self, *, instances: bool, volumetric: bool, order: npt.NDArray[np.intp] | None = None
+    ) -> np.ndarray:
+        """``(C, Z, H, W)`` masks (bool) or instance labels, slot z holding stack slice
+        ``order[z]`` (see :func:`segment`)."""
+        slices, classes = self.slices, self.classes
+        source = np.arange(slices) if order is None else np.asarray(order)
+        if not instances:
+            result = np.empty((classes, slices, *self.image_size), dtype=bool)
+            width = self.image_size[1]
+            for c in range(classes):
+                for start in range(0, slices, SLICES_PER_BLOCK):
+                    picked = source[start : start + SLICES_PER_BLOCK]
+                    result[c, start : start + len(picked)] = np.unpackbits(
+                        self._packed[c, picked], axis=-1, count=width
+                    ).view(bool)
+            return result
+        slot = np.empty(slices, dtype=np.intp)
+        slot[source] = np.arange(slices)
+        found = [
+            find_components(self.masks(c), slices, volumetric=volumetric, slab=SLICES_PER_BLOCK)
+            for c in range(classes)
+        ]
+        labels = np.empty(
+            (classes, slices, *self.image_size), dtype=label_dtype(max(f.count for f in found))
         )
-        for c in range(classes)
-    ]
-    labels = np.empty(
-        (classes, slices, *image_size), dtype=label_dtype(max(f.count for f in found))
-    )
-    for c, components in enumerate(found):
-        write_components(components, labels[c], slot)
-    return labels
-
-
-def _stack_masks(
-    maps: np.ndarray, channel: int, threshold: float | None, size: tuple[int, int]
-) -> MaskSource:
-    """Masks of stack slices ``start:stop`` of one class at the image's size, on demand."""
-
-    def masks(start: int, stop: int) -> npt.NDArray[np.bool_]:
-        return resize_mask(maps[start:stop, channel], threshold, size)
-
-    return masks
-
-
-def _fill(
-    out: np.ndarray,
-    maps: np.ndarray,
-    channel: int,
-    source: np.ndarray,
-    threshold: float | None,
-    size: tuple[int, int],
-) -> None:
-    for start in range(0, len(source), SLICES_PER_BLOCK):
-        picked = source[start : start + SLICES_PER_BLOCK]
-        out[start : start + len(picked)] = resize_mask(maps[picked, channel], threshold, size)
+        for c, components in enumerate(found):
+            write_components(components, labels[c], slot)
+        return labels

@@ -9,7 +9,7 @@ file (a volume: one entry per slice, or one for the whole volume).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aicoco import AiImage
@@ -41,18 +41,7 @@ def match(images: Sequence[AiImage], uploads: Mapping[str, Upload]) -> list[File
     by_file: dict[str, list[AiImage]] = defaultdict(list)
     for image in images:
         by_file[image.file_name].append(image)
-    missing = sorted(name for name in by_file if name not in uploads)
-    unreferenced = sorted(name for name in uploads if name not in by_file)
-    if missing or unreferenced:
-        problems = []
-        if missing:
-            problems.append(f"no file was uploaded for the images entries naming {_quote(missing)}")
-        if unreferenced:
-            problems.append(f"no images entry names the uploaded file(s) {_quote(unreferenced)}")
-        raise FileMismatch(
-            "; ".join(problems) + " (file names must match exactly)",
-            details={"missing_files": missing, "unmatched_files": unreferenced},
-        )
+    check_names(by_file, uploads)
     paired = [
         FileEntries(uploads[name], sorted(entries, key=lambda e: e.index))
         for name, entries in by_file.items()
@@ -64,3 +53,21 @@ def _quote(values: Sequence[object]) -> str:
     shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values[:_LISTED])
     more = len(values) - _LISTED
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+def check_names(named: Iterable[str], uploads: Mapping[str, Upload]) -> None:
+    """Every file named by an entry was uploaded and every upload is named: run before any file
+    is read, so that a mismatch costs nothing."""
+    wanted = set(named)
+    missing = sorted(name for name in wanted if name not in uploads)
+    unreferenced = sorted(name for name in uploads if name not in wanted)
+    if missing or unreferenced:
+        problems = []
+        if missing:
+            problems.append(f"no file was uploaded for the images entries naming {_quote(missing)}")
+        if unreferenced:
+            problems.append(f"no images entry names the uploaded file(s) {_quote(unreferenced)}")
+        raise FileMismatch(
+            "; ".join(problems) + " (file names must match exactly)",
+            details={"missing_files": missing, "unmatched_files": unreferenced},
+        )

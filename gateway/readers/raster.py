@@ -66,13 +66,33 @@ def read_header(upload: Upload, budget: VoxelBudget) -> RasterHeader:
     return RasterHeader(upload=upload, size=(rows, columns), mode=mode)
 
 
+def read(upload: Upload, budget: VoxelBudget) -> npt.NDArray[Any]:
+    """:func:`read_header` then :func:`read_pixels` on one open file: the header is parsed once
+    and checked against ``budget`` before a pixel is decoded."""
+    name = upload.file_name
+    try:
+        with Image.open(upload.path, formats=_FORMATS) as image:
+            columns, rows = image.size
+            budget.claim(name, rows, columns)
+            return _decode(name, image)
+    except _PILLOW_ERRORS as exc:
+        raise unreadable(name, "image", "its header cannot be parsed", exc) from exc
+
+
 def read_pixels(header: RasterHeader) -> npt.NDArray[Any]:
     """The image as ``(H, W)`` grayscale or ``(H, W, 3)`` uint8 RGB (see the module's docstring)."""
     name = header.upload.file_name
     try:
         with Image.open(header.upload.path, formats=_FORMATS) as image:
-            image.load()
-            return _to_array(name, image)
+            return _decode(name, image)
+    except _PILLOW_ERRORS as exc:
+        raise unreadable(name, "image", "its pixels cannot be decoded", exc) from exc
+
+
+def _decode(name: str, image: Image.Image) -> npt.NDArray[Any]:
+    try:
+        image.load()
+        return _to_array(name, image)
     except _PILLOW_ERRORS as exc:
         raise unreadable(name, "image", "its pixels cannot be decoded", exc) from exc
 

@@ -77,7 +77,7 @@ def _one_file(pair: FileEntries, kind: FileKind, budget: VoxelBudget) -> ImageSe
     if kind is FileKind.NIFTI:
         volume = nifti.read_volume(nifti.read_header(upload, budget))
         return _image_set(pair, volume.pixels, volume.hounsfield, volume.spacing, None)
-    picture = raster.read_pixels(raster.read_header(upload, budget))
+    picture = raster.read(upload, budget)
     return _image_set(pair, picture[None], False, None, None)
 
 

@@ -196,3 +196,28 @@ def test_instances_connect_slices_adjacent_in_the_stack_not_in_index_order() -> 
     )
     assert out[0, 0, 1, 1] == out[0, 2, 1, 1] != 0  # stack 0 and 1, now in slots 0 and 2
     assert out[0, 1, 4, 4] not in (0, out[0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("instances", [False, True])
+def test_mask_stack_fed_batches_out_of_order_equals_segment_of_the_whole(instances: bool) -> None:
+    """Widths that are not a multiple of 8 check the bit packing's last byte."""
+    maps = smooth_field(np.random.default_rng(3), (7 * 2, 12, 12)).reshape(7, 2, 12, 12)
+    order = np.array([6, 0, 5, 1, 4, 2, 3])
+    whole = post.segment(
+        maps, threshold=0.5, instances=instances, volumetric=True, image_size=(19, 21), order=order
+    )
+    stack = post.MaskStack(2, 7, (19, 21))
+    for start in (4, 0, 6, 2):
+        stop = min(start + 2, 7)
+        stack.put(start, maps[start:stop], 0.5)
+    got = stack.result(instances=instances, volumetric=True, order=order)
+    assert got.dtype == whole.dtype
+    np.testing.assert_array_equal(got, whole)
+
+
+def test_mask_stack_refuses_maps_that_do_not_fit() -> None:
+    stack = post.MaskStack(2, 4, (8, 8))
+    with pytest.raises(ValueError, match=r"expected \(slices, 2, rows, cols\) maps"):
+        stack.put(0, np.zeros((2, 3, 4, 4), np.float32), 0.5)
+    with pytest.raises(ValueError, match="outside the stack of 4"):
+        stack.put(3, np.zeros((2, 2, 4, 4), np.float32), 0.5)

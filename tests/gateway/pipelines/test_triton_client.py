@@ -276,3 +276,35 @@ async def _batches_respect_the_deadline() -> None:
     client._configs["seg"] = (float("inf"), config(max_batch_size=1))
     with pytest.raises(TritonTimeout, match=r"within 0\.01 s"):
         await client.infer("seg", {"image": np.zeros((4, 1, 8, 8), np.float32)})
+
+
+def test_infer_each_hands_every_batch_to_the_sink() -> None:
+    asyncio.run(_infer_each_hands_every_batch_to_the_sink())
+
+
+async def _infer_each_hands_every_batch_to_the_sink() -> None:
+    client = TritonClient("127.0.0.1:1", timeout_s=5, max_concurrent_batches=2)
+    client._client = _FailingStub(fail_at=0)
+    client._configs["seg"] = (float("inf"), config(max_batch_size=2))
+    seen: list[tuple[int, int, tuple[int, ...]]] = []
+
+    async def sink(start: int, stop: int, outputs: dict[str, np.ndarray]) -> None:
+        seen.append((start, stop, outputs["mask"].shape))
+
+    await client.infer_each("seg", {"image": np.zeros((5, 1, 8, 8), np.float32)}, sink)
+    assert sorted(seen) == [(0, 2, (2, 2, 8, 8)), (2, 4, (2, 2, 8, 8)), (4, 5, (1, 2, 8, 8))]
+
+
+def test_infer_each_needs_a_batch_dimension() -> None:
+    asyncio.run(_infer_each_needs_a_batch_dimension())
+
+
+async def _infer_each_needs_a_batch_dimension() -> None:
+    client = TritonClient("127.0.0.1:1", timeout_s=5)
+    client._configs["seg"] = (float("inf"), config(max_batch_size=0))
+
+    async def sink(start: int, stop: int, outputs: dict[str, np.ndarray]) -> None:
+        raise AssertionError("no batch expected")
+
+    with pytest.raises(InternalError, match="no batch dimension"):
+        await client.infer_each("seg", {"image": np.zeros((1, 1, 8, 8), np.float32)}, sink)

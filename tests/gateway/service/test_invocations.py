@@ -147,19 +147,19 @@ CASES: dict[str, Case] = {
         {"images": [entry("a.png"), entry("b.png", 1)]},
         {"a.png": 1},
         FileMismatch,
-        "not uploaded: 'b.png'",
+        "no file was uploaded for the images entries naming 'b.png'",
     ),
     "file without entry": (
         {"images": [entry("a.png")]},
         {"a.png": 1, "b.png": 1},
         FileMismatch,
-        "no images entry: 'b.png'",
+        r"no images entry names the uploaded file\(s\) 'b.png'",
     ),
     "suffix is not a match": (
         {"images": [entry("1.dcm")]},
         {"11.dcm": 1},
         FileMismatch,
-        "exact file name",
+        "file names must match exactly",
     ),
     "empty file": ({"images": [entry("a.png")]}, {"a.png": 0}, UnreadableFile, "empty"),
 }
