@@ -20,7 +20,7 @@ WORKDIR /src
 
 # Dependencies first, from the project metadata alone (with empty package folders), so that a
 # change to the code reuses this layer instead of downloading every wheel again.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 RUN mkdir aicoco gateway \
  && /opt/venv/bin/pip install --only-binary=:all: --no-binary=aicoco-gateway ".[gateway]"
 

@@ -25,7 +25,7 @@ from starlette.types import Message
 from aicoco import AiCOCOOutput
 from gateway.app import create_app
 from gateway.errors import ApiError, ModelNotFound, TritonUnavailable
-from gateway.openapi import ERROR_GUIDE, error_classes
+from gateway.openapi import ERROR_GUIDE, error_classes, errors_markdown
 from gateway.request import InferenceRequest
 from gateway.service import Pipeline
 from gateway.settings import Settings
@@ -513,6 +513,11 @@ async def test_openapi_describes_the_contract(client: httpx.AsyncClient) -> None
 def test_every_error_class_has_a_documented_code() -> None:
     assert {cls.code for cls in error_classes()} == set(ERROR_GUIDE)
     assert ApiError.code in ERROR_GUIDE
+
+
+def test_the_error_table_in_the_docs_is_the_generated_one() -> None:
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "errors.md").read_text()
+    assert errors_markdown() in docs, "regenerate docs/errors.md from errors_markdown()"
 
 
 async def test_docs_page_is_self_contained(client: httpx.AsyncClient) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,13 @@ def test_the_documented_table_lists_every_variable() -> None:
     for variable in variables:
         assert f"| `{variable}` |" in doc
     assert doc.count("\n| `") == len(variables)
+
+
+def test_the_readme_table_is_the_docstring_table() -> None:
+    def table(text: str) -> list[str]:
+        return [line for line in text.splitlines() if re.match(r"\| `[A-Z_]+` \|", line)]
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    rows = table(gateway.settings.__doc__ or "")
+    assert rows, "the settings docstring lost its table"
+    assert table(readme) == rows
