@@ -263,7 +263,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
             status = 499
-            logger.info("client disconnected before the request was read")
+            logger.info("the client disconnected; its request was abandoned")
         except Exception:
             logger.exception("unhandled error", extra={"error_code": InternalError.code})
             if response_started:

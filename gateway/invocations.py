@@ -12,18 +12,20 @@ to a wrong model name is refused before its body is read), then the body.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from aicoco import AiImage, IdGenerator
 from gateway.errors import InvalidAiCOCO, InvalidInput, MalformedJSON, UnreadableFile
@@ -40,6 +42,8 @@ from gateway.uploads import (
     parse_form,
 )
 from gateway.workers import run_cpu
+
+T = TypeVar("T")
 
 IMAGES_FIELD = "images"
 DATA_FIELD = "data"
@@ -69,11 +73,40 @@ async def invoke(request: Request) -> Response:
                 observe=stages.observe,
             )
             stages.observe("parse", time.perf_counter() - started)
-            output = await pipeline(inference)
+            output = await unless_disconnected(request.receive, pipeline(inference))
             with inference.stage("format"):
                 body = await run_cpu(output.to_json_bytes)
             stages.finish()
     return Response(body, media_type="application/json")
+
+
+async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+    """``await work``, unless the client hangs up first (its own timeout, a closed browser tab):
+    then the work is cancelled and :class:`ClientDisconnect` raised, so that the request's slot,
+    its Triton batches not yet sent and its folder are freed at once instead of after computing
+    an answer nobody will read. A stage already running on a thread finishes, and is dropped.
+
+    Once the body has been read, the server's next ASGI message for this request is
+    ``http.disconnect``, sent when the connection closes.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if task not in done:
+        watcher.result()  # a failing receive() is a bug to report, not a disconnect
+        raise ClientDisconnect()
+    return task.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class _StageTimes:

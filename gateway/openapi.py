@@ -254,7 +254,8 @@ def _invocation_operation(settings: Settings, *, named: bool) -> dict[str, Any]:
             f"Limits: body at most {settings.max_request_bytes} bytes, at most "
             f"{settings.max_files} files, {settings.max_pixels_per_image} pixels per frame, "
             f"{settings.max_total_voxels} pixels per request, {settings.max_in_flight} "
-            "requests in flight (then 503 `server_busy`).\n\n"
+            "requests in flight (then 503 `server_busy`). A client that hangs up cancels its "
+            "request and frees its slot.\n\n"
             "Example:\n\n"
             "    curl -F files=@chest.png \\\n"
             '      -F \'images=[{"id": "img1", "file_name": "chest.png", "index": 0, '

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -250,6 +251,51 @@ def test_ping_answers_during_a_long_3d_request(
     assert response.status_code == 200, response.text
     assert len(response.json()["images"]) == slices
     assert leftovers(gateway[1]) == []
+
+
+def test_a_client_that_hangs_up_abandons_its_request(
+    http: httpx.Client, url: str, gateway: tuple[str, Path]
+) -> None:
+    """The connection closes while the 3D model runs: the gateway stops the pipeline (no
+    ``format`` stage), frees the slot and the folder, and counts a 499."""
+    slices = 96
+    images = [entry("volume.nii", z, f"slice-{z}") for z in range(slices)]
+    request = httpx.Request(
+        "POST",
+        f"{url}/models/lesion_segmenter_3d/invocations",
+        files=[("files", ("volume.nii", ct_volume(slices), "application/octet-stream"))],
+        data={"images": json.dumps(images)},
+    )
+    body = request.read()
+    head = (
+        f"POST {request.url.raw_path.decode()} HTTP/1.1\r\nHost: {request.url.netloc.decode()}\r\n"
+        f"Content-Type: {request.headers['content-type']}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    route = "/models/{name}/invocations"
+
+    def count(name: str, **labels: str) -> float:
+        return metric(http.get("/metrics").text, name, **labels) or 0.0
+
+    def stage(name: str) -> float:
+        return count(
+            "gateway_stage_duration_seconds_count", model="lesion_segmenter_3d", stage=name
+        )
+
+    parsed, formatted = stage("parse"), stage("format")
+    abandoned = count("gateway_requests_total", method="POST", route=route, status="499")
+    with socket.create_connection((request.url.host, request.url.port or 80)) as connection:
+        connection.sendall(head.encode() + body)
+        wait_for(lambda: stage("parse") > parsed, "the request to be parsed")
+    wait_for(
+        lambda: (
+            count("gateway_requests_total", method="POST", route=route, status="499") > abandoned
+        ),
+        "the gateway to see the client leave",
+    )
+    assert stage("format") == formatted, "the pipeline ran to the end for nobody"
+    assert count("gateway_in_flight_requests") == 0
+    assert leftovers(gateway[1]) == []
+    assert http.get("/ping").status_code == 204
 
 
 def test_busy_when_every_slot_is_taken(triton: LocalTriton, start_gateway: StartGateway) -> None:

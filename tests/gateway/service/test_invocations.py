@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.requests import ClientDisconnect
+from starlette.types import Message
 
 from gateway.errors import (
     ApiError,
@@ -16,7 +19,7 @@ from gateway.errors import (
     MalformedJSON,
     UnreadableFile,
 )
-from gateway.invocations import build_request
+from gateway.invocations import build_request, unless_disconnected
 from gateway.request import InferenceRequest, Upload
 from gateway.uploads import Form
 
@@ -179,3 +182,64 @@ def test_validation_errors_list_every_problem() -> None:
     locations = [error["location"] for error in caught.value.details["errors"]]
     assert locations == ["images[0].index", "images[1].id", "images[1].index"]
     assert "and 2 more" in caught.value.message
+
+
+class _Connection:
+    """An ASGI ``receive`` whose ``http.disconnect`` comes when the test says so."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    async def receive(self) -> Message:
+        await self.closed.wait()
+        return {"type": "http.disconnect"}
+
+
+def test_work_that_finishes_returns_its_result() -> None:
+    async def scenario() -> None:
+        connection = _Connection()
+
+        async def work() -> str:
+            return "answer"
+
+        assert await unless_disconnected(connection.receive, work()) == "answer"
+
+    asyncio.run(scenario())
+
+
+def test_work_that_fails_raises_its_error() -> None:
+    async def scenario() -> None:
+        async def work() -> str:
+            raise UnreadableFile("broken")
+
+        with pytest.raises(UnreadableFile, match="broken"):
+            await unless_disconnected(_Connection().receive, work())
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_hangs_up_cancels_the_work() -> None:
+    async def scenario() -> None:
+        connection = _Connection()
+        started, cancelled = asyncio.Event(), asyncio.Event()
+
+        async def work() -> str:
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return "never"
+
+        async def hang_up() -> None:
+            await started.wait()
+            connection.closed.set()
+
+        hanging_up = asyncio.ensure_future(hang_up())
+        with pytest.raises(ClientDisconnect):
+            await unless_disconnected(connection.receive, work())
+        await hanging_up
+        assert cancelled.is_set()
+
+    asyncio.run(scenario())
