@@ -354,7 +354,12 @@ class TritonClient:
                 f"model '{name}' has no batch dimension (max_batch_size 0); call infer()",
                 details={"model": name},
             )
-        await self._infer_batches(config, check_inputs(config, inputs), sink, request_id)
+
+        async def checked(start: int, stop: int, outputs: dict[str, np.ndarray]) -> None:
+            _check_batch(config, start, stop, outputs)
+            await sink(start, stop, outputs)
+
+        await self._infer_batches(config, check_inputs(config, inputs), checked, request_id)
 
     async def _infer_batches(
         self,
@@ -363,7 +368,8 @@ class TritonClient:
         sink: BatchSink,
         request_id: str,
     ) -> None:
-        """Batches of at most ``max_batch_size``, sent concurrently under one deadline."""
+        """Batches of at most ``max_batch_size``, sent concurrently under one deadline. The sink
+        checks each batch's shapes (:func:`_check_batch`)."""
         deadline = time.monotonic() + self.timeout_s
         total = _batch_size(arrays)
         semaphore = asyncio.Semaphore(self._max_concurrent_batches)
@@ -372,7 +378,6 @@ class TritonClient:
             async with semaphore:
                 part = {key: value[start:stop] for key, value in arrays.items()}
                 result = await self._infer_once(config, part, deadline, request_id)
-                _check_batch(config, start, stop, result)
                 await sink(start, stop, result)
 
         if total <= config.max_batch_size:

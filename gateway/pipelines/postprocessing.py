@@ -270,14 +270,16 @@ class MaskStack:
 
     def masks(self, channel: int) -> MaskSource:
         """Masks of stack slices ``start:stop`` of one class, unpacked on demand."""
-        width = self.image_size[1]
 
         def unpack(start: int, stop: int) -> npt.NDArray[np.bool_]:
-            packed = self._packed[channel, start:stop]
-            mask: npt.NDArray[np.bool_] = np.unpackbits(packed, axis=-1, count=width).view(bool)
-            return mask
+            return self._unpack(channel, slice(start, stop))
 
         return unpack
+
+    def _unpack(self, channel: int, slices: slice | npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+        packed, width = self._packed[channel, slices], self.image_size[1]
+        mask: npt.NDArray[np.bool_] = np.unpackbits(packed, axis=-1, count=width).view(bool)
+        return mask
 
     def result(
         self, *, instances: bool, volumetric: bool, order: npt.NDArray[np.intp] | None = None
@@ -288,13 +290,10 @@ class MaskStack:
         source = np.arange(slices) if order is None else np.asarray(order)
         if not instances:
             result = np.empty((classes, slices, *self.image_size), dtype=bool)
-            width = self.image_size[1]
             for c in range(classes):
                 for start in range(0, slices, SLICES_PER_BLOCK):
                     picked = source[start : start + SLICES_PER_BLOCK]
-                    result[c, start : start + len(picked)] = np.unpackbits(
-                        self._packed[c, picked], axis=-1, count=width
-                    ).view(bool)
+                    result[c, start : start + len(picked)] = self._unpack(c, picked)
             return result
         slot = np.empty(slices, dtype=np.intp)
         slot[source] = np.arange(slices)
