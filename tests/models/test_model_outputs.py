@@ -16,9 +16,11 @@ import numpy.typing as npt
 import pytest
 from scipy import ndimage
 
+from gateway.pipelines import postprocessing as post
+from gateway.pipelines.params import DetectionOutput
 from training.cards import CARDS
 from training.evaluate import Source, gateway_input, upsample
-from training.metrics import box_iou, dice, nms
+from training.metrics import box_iou, dice
 from training.phantoms import PhantomSlice, phantom_slice, phantom_volume
 
 SOURCES: tuple[Source, ...] = ("hu", "png")
@@ -70,12 +72,19 @@ def test_regressor_measures_a_known_nodule(infer: Infer, source: Source) -> None
 def _kept_boxes(
     boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32], scale: float
 ) -> npt.NDArray[np.float64]:
-    """The gateway's detection post-processing: threshold, NMS, scale to the original."""
-    output = CARDS["lesion_detector"].output
-    keep = scores >= float(output["score_threshold"])
-    kept, kept_scores = boxes[keep], scores[keep]
-    kept = kept[nms(kept, kept_scores, float(output["iou_threshold"]))]
-    result: npt.NDArray[np.float64] = kept.astype(np.float64) * scale
+    """The gateway's own detection post-processing (threshold, NMS, scale to the 512 x 512
+    original) with the parameters of the model's config."""
+    output = DetectionOutput.model_validate(CARDS["lesion_detector"].output)
+    kept = post.detect(
+        boxes,
+        scores,
+        score_threshold=output.score_threshold,
+        iou_threshold=output.iou_threshold,
+        max_detections=output.max_detections,
+        scale=(scale, scale),
+        image_size=(512, 512),
+    )
+    result: npt.NDArray[np.float64] = kept["bbox_pred"]
     return result
 
 
@@ -87,13 +96,13 @@ def test_detector_finds_the_known_nodule(infer: Infer, source: Source) -> None:
     outputs = infer(model, _inputs(model, phantoms + empty, source))
     scale = 512 / CARDS[model].size
     for index, phantom in enumerate(phantoms):
-        kept = _kept_boxes(outputs["boxes"][index], outputs["scores"][index, :, 0], scale)
+        kept = _kept_boxes(outputs["boxes"][index], outputs["scores"][index], scale)
         assert kept.shape[0] >= 1, "no box above the score threshold"
         assert box_iou(kept, [phantom.lesions[0].box]).max() > 0.5, kept
         assert kept.shape[0] <= 2, kept
     for offset in range(len(empty)):
         index = len(phantoms) + offset
-        kept = _kept_boxes(outputs["boxes"][index], outputs["scores"][index, :, 0], scale)
+        kept = _kept_boxes(outputs["boxes"][index], outputs["scores"][index], scale)
         assert kept.shape[0] <= 1, kept
 
 
