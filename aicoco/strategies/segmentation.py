@@ -147,6 +147,8 @@ def _add_polygons(
     origin: tuple[int, int, int],
 ) -> None:
     contours = outer_contours(block)
+    if len(contours) == 0:
+        return
     z0, r0, c0 = origin
     flat = (contours.xy + np.array([c0, r0])).ravel().tolist()
     polygons = [flat[2 * a : 2 * b] for a, b in pairwise(contours.bounds.tolist())]
@@ -167,6 +169,8 @@ def _add_rles(
     # Column-major within each slice: (z, col, row) order, then grouped by label (stable).
     columns = np.ascontiguousarray(block.transpose(0, 2, 1)).reshape(-1)
     position = np.flatnonzero(columns)
+    if position.size == 0:
+        return
     label = columns[position]
     by_label = np.argsort(label, kind="stable")
     position, label = position[by_label], label[by_label]
@@ -181,7 +185,10 @@ def _add_rles(
 
 
 def _runs(label: NDArray[Any], z: NDArray[np.int64]) -> list[tuple[int, int]]:
-    """``[first, end)`` of each run of equal (label, slice) in arrays sorted by both."""
+    """``[first, end)`` of each run of equal (label, slice) in arrays sorted by both; none for
+    empty arrays (a block of slices inside the bounding box may hold no foreground)."""
+    if len(z) == 0:
+        return []
     change = np.flatnonzero((np.diff(label) != 0) | (np.diff(z) != 0)) + 1
     bounds = np.concatenate([[0], change, [len(z)]]).tolist()
     return list(pairwise(bounds))
