@@ -11,9 +11,7 @@ and works where only the aicoco library is installed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import mimetypes
 import os
 import signal
@@ -25,12 +23,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, cast
+from typing import Any
 
 from gateway.settings import Settings, SettingsError
 
-GRACEFUL_TIMEOUT_S = 10.0
-"""On SIGINT/SIGTERM, requests in progress get this long to finish."""
 REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 RUN_DIR = Path(".run")
 _CHUNK = 1024 * 1024
@@ -92,37 +88,17 @@ def _check_pipelines(settings: Settings) -> None:
 
 def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then let requests in progress finish."""
+    from gateway import server
     from gateway.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(_serve(settings))
-
-
-async def _serve(settings: Settings) -> None:
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
-    from hypercorn.typing import ASGIFramework
-
-    from gateway.app import create_app
-
-    config = Config()
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    config.bind = [f"{host}:{settings.port}"]
-    config.accesslog = None  # the gateway's own access log carries the request id
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = GRACEFUL_TIMEOUT_S
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    app = cast(ASGIFramework, create_app(settings))
-    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+    server.serve(settings)
 
 
 def run_local(settings: Settings, repository: Path, log_dir: Path) -> int:
     """The embedded default (``make run``): local Triton on free ports, then the gateway."""
     from gateway.logs import configure_logging
-    from triton_local import LocalTriton, TritonStartError
+    from triton_local import LocalTriton, TritonStartError, TritonSupervisor
 
     configure_logging(settings.log_level, settings.log_format)
     # SIGTERM outside the event loop must unwind too, so that Triton is stopped on the way out.
@@ -131,9 +107,18 @@ def run_local(settings: Settings, repository: Path, log_dir: Path) -> int:
     print(f"Starting Triton on {repository} (log: {triton_log})", file=sys.stderr, flush=True)
     triton = LocalTriton(repository, grpc_port=0, http_port=0, metrics_port=0, log_file=triton_log)
     try:
-        with triton:
+        # Supervised: a Triton that dies is cleaned up and restarted on the same ports, and the
+        # gateway reconnects to it without a restart of its own.
+        with TritonSupervisor(triton):
             settings = replace(settings, triton_url=triton.grpc_url)
             shown = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
+            if settings.host in {"0.0.0.0", "::"}:
+                print(
+                    f"HOST={settings.host}: the gateway accepts patient images from the whole "
+                    "network, without authentication.",
+                    file=sys.stderr,
+                    flush=True,
+                )
             print(
                 f"Triton is up at {triton.grpc_url} (gRPC); its log: {triton_log}\n"
                 f"Gateway: http://{shown}:{settings.port} (docs: /docs); its log: this terminal\n"

@@ -24,13 +24,16 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import workers
+from gateway.admission import InferenceQueue, UploadGate
+from gateway.body import Pace
 from gateway.errors import ApiError, InternalError, MethodNotAllowed, ModelNotFound, RouteNotFound
 from gateway.invocations import invoke
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document, render_docs
 from gateway.pipelines.catalog import ModelCatalog
-from gateway.service import Catalog, InFlight, Service, TritonHealth, service_of
+from gateway.refusals import CLOSE_CONNECTION, UnreadBodyMiddleware
+from gateway.service import Catalog, Service, TritonHealth, service_of
 from gateway.settings import Settings
 from gateway.triton import TritonClient
 
@@ -57,7 +60,12 @@ def create_app(
         raise ValueError("pass both triton and catalog, or neither")
     metrics = Metrics()
     service = Service(
-        settings=settings, metrics=metrics, in_flight=InFlight(settings.max_in_flight, metrics)
+        settings=settings,
+        metrics=metrics,
+        uploads=UploadGate(settings.max_uploads, metrics),
+        queue=InferenceQueue(
+            settings.max_in_flight, settings.max_queue, settings.queue_timeout_s, metrics
+        ),
     )
 
     @asynccontextmanager
@@ -100,6 +108,10 @@ def create_app(
     app.state.service = service
     app.state.openapi = None
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    # Outermost: it must see every response, the error pages of the middleware above included.
+    app.add_middleware(
+        UnreadBodyMiddleware, pace=Pace(settings.upload_idle_timeout_s, settings.upload_min_rate)
+    )
     return app
 
 
@@ -199,6 +211,8 @@ async def docs_endpoint(request: Request) -> Response:
 def error_response(error: ApiError, scope: Scope) -> Response:
     state = scope.setdefault("state", {})
     state["error_code"] = error.code
+    if error.closes_connection:
+        state[CLOSE_CONNECTION] = True
     request_id = state.get("request_id")
     return JSONResponse(error.body(request_id), status_code=error.status, headers=error.headers())
 

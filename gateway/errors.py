@@ -16,6 +16,8 @@ class ApiError(Exception):
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
+    closes_connection: ClassVar[bool] = False
+    """Answered with ``Connection: close``, without reading what is left of the body."""
 
     def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -48,6 +50,22 @@ class MalformedJSON(MalformedRequest):
     code = "malformed_json"
 
 
+class JSONTooDeep(MalformedJSON):
+    """Arrays and objects nested past the limit: no AiCOCO field needs it, a parser bomb does."""
+
+    code = "json_too_deep"
+
+
+class JSONNumberTooLarge(MalformedJSON):
+    code = "json_number_too_large"
+
+
+class InvalidJSONText(MalformedJSON):
+    """A ``\\uD800``-style escape without its pair: valid JSON syntax, but no character."""
+
+    code = "invalid_json_text"
+
+
 # 404
 class ModelNotFound(ApiError):
     status = 404
@@ -62,6 +80,15 @@ class RouteNotFound(ApiError):
 class MethodNotAllowed(ApiError):
     status = 405
     code = "method_not_allowed"
+
+
+# 408
+class UploadTimeout(ApiError):
+    """The body stalled, or trickled in below ``UPLOAD_MIN_RATE``: the connection is closed."""
+
+    status = 408
+    code = "upload_timeout"
+    closes_connection = True
 
 
 # 413: limits.

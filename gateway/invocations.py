@@ -6,15 +6,16 @@ the AiCOCO input document as its own JSON field (``meta``; unknown keys reach th
 ``fields``). The seed README's variant is accepted too: a ``data`` part (text or a JSON file)
 holding ``{"images": [...], ...}``, with an optional ``metadata`` part.
 
-Order of checks: cheap header checks, then the in-flight slot, then the model (so a large upload
-to a wrong model name is refused before its body is read), then the body.
+Order of checks: cheap header checks, then the model (so a large upload to a wrong model name
+is refused before its body is read), then the body under an upload slot and the pace of
+:mod:`gateway.body`, then the fields, and only then a wait for an inference slot
+(:mod:`gateway.admission`): a slow upload never holds a slot that a ready request could use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import shutil
 import tempfile
 import time
@@ -28,13 +29,14 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from aicoco import AiImage, IdGenerator
-from gateway.errors import InvalidAiCOCO, InvalidInput, MalformedJSON, UnreadableFile
+from gateway.body import Pace, receive_body
+from gateway.errors import InvalidAiCOCO, InvalidInput, UnreadableFile, UploadTimeout
+from gateway.json_fields import parse_field
 from gateway.metrics import Metrics
 from gateway.readers.matching import check_names
 from gateway.request import InferenceRequest, StageObserver, Upload
 from gateway.service import service_of
 from gateway.uploads import (
-    FILES_FIELD,
     Form,
     FormLimits,
     check_content_length,
@@ -56,27 +58,43 @@ async def invoke(request: Request) -> Response:
     model_name: str = request.path_params.get("name", settings.default_model)
     boundary = check_content_type(request.headers.get("content-type"))
     check_content_length(request.headers.get("content-length"), settings.max_request_bytes)
-    with service.in_flight.slot():
-        pipeline = await service.require_catalog().pipeline(model_name)
+    catalog = service.require_catalog()
+    # The model first, so that a large upload to a wrong name is refused before it is read.
+    await catalog.pipeline(model_name)
 
-        stages = _StageTimes(service.metrics, model_name)
-        started = time.perf_counter()
-        limits = FormLimits(settings.max_request_bytes, settings.max_files)
-        with upload_folder(settings.upload_dir) as folder:
-            async with contextlib.aclosing(request.stream()) as chunks:
+    stages = _StageTimes(service.metrics, model_name)
+    started = time.perf_counter()
+    limits = FormLimits(settings.max_request_bytes, settings.max_files)
+    pace = Pace(settings.upload_idle_timeout_s, settings.upload_min_rate)
+    with upload_folder(settings.upload_dir) as folder:
+        with service.uploads.slot():
+            chunks = receive_body(request.receive, pace)
+            try:
                 form = await parse_form(chunks, boundary, folder, limits)
-            service.metrics.upload_bytes.inc(form.upload_bytes)
-            inference = build_request(
-                form,
-                request_id=request.state.request_id,
-                model_name=model_name,
-                observe=stages.observe,
-            )
-            stages.observe("parse", time.perf_counter() - started)
-            output = await unless_disconnected(request.receive, pipeline(inference))
-            with inference.stage("format"):
-                body = await run_cpu(output.to_json_bytes)
-            stages.finish()
+            except UploadTimeout:
+                service.metrics.upload_timeouts.inc()
+                raise
+            finally:
+                await chunks.aclose()
+        service.metrics.upload_bytes.inc(form.upload_bytes)
+        inference = build_request(
+            form,
+            request_id=request.state.request_id,
+            model_name=model_name,
+            observe=stages.observe,
+        )
+        stages.observe("parse", time.perf_counter() - started)
+
+        async def infer() -> bytes:
+            async with service.queue.slot():
+                # Looked up again: the model may have been reloaded while the body arrived.
+                pipeline = await catalog.pipeline(model_name)
+                output = await pipeline(inference)
+                with inference.stage("format"):
+                    return await run_cpu(output.to_json_bytes)
+
+        body = await unless_disconnected(request.receive, infer())
+        stages.finish()
     return Response(body, media_type="application/json")
 
 
@@ -161,7 +179,7 @@ def build_request(
     form: Form, *, request_id: str, model_name: str, observe: StageObserver | None
 ) -> InferenceRequest:
     """Validate the fields against the AiCOCO format and pair the files with the entries."""
-    fields = {name: _parse_json(name, text) for name, text in form.fields.items()}
+    fields = {name: parse_field(name, text) for name, text in form.fields.items()}
     raw_images = _take_images(fields)
     images = _validate_images(raw_images)
     _check_files(images, form.uploads)
@@ -174,18 +192,6 @@ def build_request(
         ids=IdGenerator(),
         observe=observe,
     )
-
-
-def _parse_json(name: str, text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MalformedJSON(
-            f"the field {name!r} is not valid JSON ({exc.msg} at line {exc.lineno} column "
-            f"{exc.colno}); every field besides '{FILES_FIELD}' holds JSON, e.g. a string is "
-            f'sent as "text" with the quotes',
-            details={"field": name, "line": exc.lineno, "column": exc.colno},
-        ) from None
 
 
 def _take_images(fields: dict[str, Any]) -> Any:

@@ -73,7 +73,29 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "gateway_in_flight_requests",
-            "Inference requests being processed now (bounded by MAX_IN_FLIGHT).",
+            "Inference requests holding a slot now (bounded by MAX_IN_FLIGHT).",
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "gateway_queue_depth",
+            "Requests with a fully read body waiting for an inference slot (bounded by MAX_QUEUE).",
+            registry=self.registry,
+        )
+        self.queue_wait_seconds = Histogram(
+            "gateway_queue_wait_seconds",
+            "Time from a request's body being read to its getting an inference slot (or giving "
+            "up after QUEUE_TIMEOUT_S).",
+            buckets=_STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.uploads = Gauge(
+            "gateway_uploads_in_progress",
+            "Request bodies being received now (bounded by MAX_UPLOADS).",
+            registry=self.registry,
+        )
+        self.upload_timeouts = Counter(
+            "gateway_upload_timeouts",
+            "Uploads cut off with 408 for stalling or arriving below UPLOAD_MIN_RATE.",
             registry=self.registry,
         )
         self.upload_bytes = Counter(

@@ -24,7 +24,8 @@ from gateway.settings import Settings
 # The catalogue of error codes: when each happens and what the client should change.
 ERROR_GUIDE: dict[str, tuple[str, str]] = {
     "malformed_request": (
-        "The request's headers cannot be used, e.g. a Content-Length that is not a number.",
+        "The request is not valid HTTP/1.1 or its headers cannot be used, e.g. a "
+        "Content-Length that is not a number.",
         "Let an HTTP library build the request.",
     ),
     "malformed_multipart": (
@@ -36,6 +37,18 @@ ERROR_GUIDE: dict[str, tuple[str, str]] = {
         "A field besides 'files' (images, meta, data...) is not valid JSON.",
         'Send every field as JSON text; a plain string goes in quotes ("text").',
     ),
+    "json_too_deep": (
+        "A JSON field nests arrays and objects more than 32 levels deep.",
+        "Send AiCOCO fields as documented; they need a few levels, not hundreds.",
+    ),
+    "json_number_too_large": (
+        "A JSON number has more than 64 characters, or is a float beyond 64-bit range.",
+        "Send numbers that fit a 64-bit float; send long identifiers as strings.",
+    ),
+    "invalid_json_text": (
+        "A JSON string holds half of a UTF-16 surrogate pair (an escape like \\ud800 alone).",
+        "Send the text as UTF-8, or escape both halves of the pair.",
+    ),
     "not_found": ("No route at this path.", "See /docs for the routes."),
     "method_not_allowed": (
         "The route exists but not with this HTTP method.",
@@ -44,6 +57,11 @@ ERROR_GUIDE: dict[str, tuple[str, str]] = {
     "model_not_found": (
         "No model of that name in Triton's model repository.",
         "Pick a name from GET /models, or add the model folder to the repository.",
+    ),
+    "upload_timeout": (
+        "The body stalled for UPLOAD_IDLE_TIMEOUT_S, or arrived slower than UPLOAD_MIN_RATE "
+        "over such a window; the connection is closed.",
+        "Check the client's network; send fewer files per request on a slow link.",
     ),
     "payload_too_large": (
         "The body is larger than MAX_REQUEST_BYTES, or the JSON fields are too large.",
@@ -116,7 +134,8 @@ ERROR_GUIDE: dict[str, tuple[str, str]] = {
         "Retry after the Retry-After header's seconds.",
     ),
     "server_busy": (
-        "MAX_IN_FLIGHT inference requests are already running.",
+        "The gateway is saturated: MAX_UPLOADS bodies are being received, MAX_QUEUE requests "
+        "already wait for an inference slot, or this one waited QUEUE_TIMEOUT_S for one.",
         "Retry after the Retry-After header's seconds, or add gateway replicas.",
     ),
     "triton_unavailable": (
@@ -138,6 +157,7 @@ _STATUS_TEXT = {
     204: "No content",
     400: "Malformed request",
     404: "Not found",
+    408: "The upload stalled or was too slow",
     405: "Method not allowed",
     413: "Over a limit",
     415: "Unsupported media or file type",

@@ -6,7 +6,7 @@ rather than surfacing later as a confusing failure inside a request.
 | Variable | Default | Meaning |
 |---|---|---|
 | `PORT` | `9111` | TCP port the gateway listens on. |
-| `HOST` | `0.0.0.0` | Interface the gateway binds to. |
+| `HOST` | `127.0.0.1` | Interface to bind; `0.0.0.0` exposes it to the network (images do). |
 | `TRITON_URL` | `127.0.0.1:8001` | Triton's gRPC endpoint, `host:port` (no scheme). |
 | `DEFAULT_MODEL` | `lesion_classifier` | Served by `POST /invocations`; readiness needs it. |
 | `TRITON_TIMEOUT_S` | `60` | Seconds one Triton call may take (then 504). |
@@ -14,7 +14,12 @@ rather than surfacing later as a confusing failure inside a request.
 | `MAX_FILES` | `4096` | Most file parts in one request (a CT series has hundreds). |
 | `MAX_PIXELS_PER_IMAGE` | `100000000` | Most pixels in one frame: stops decompression bombs. |
 | `MAX_TOTAL_VOXELS` | `1500000000` | Most pixels over all frames of one request. |
-| `MAX_IN_FLIGHT` | `4` | Inference requests at once; past it, 503 `server_busy`. |
+| `MAX_IN_FLIGHT` | `4` | Inference requests run at once; the others wait in the queue. |
+| `MAX_QUEUE` | `64` | Requests waiting for an inference slot; past it, 503 `server_busy`. |
+| `QUEUE_TIMEOUT_S` | `30` | Longest wait for a slot, then 503 `server_busy` with `Retry-After`. |
+| `MAX_UPLOADS` | `64` | Request bodies received at once; past it, 503 `server_busy`. |
+| `UPLOAD_IDLE_TIMEOUT_S` | `10` | Window in which an upload must progress, then 408. |
+| `UPLOAD_MIN_RATE` | `16KiB` | Least body bytes per second over each window (slowloris guard). |
 | `CPU_WORKERS` | CPU count | Threads for decoding, preprocessing and contours. |
 | `PIPELINES` | empty | Custom pipelines: `model=package.module:Class,...`. |
 | `LOG_LEVEL` | `INFO` | `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`. |
@@ -58,7 +63,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     port: int = 9111
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     triton_url: str = "127.0.0.1:8001"
     default_model: str = "lesion_classifier"
     triton_timeout_s: float = 60.0
@@ -67,6 +72,11 @@ class Settings:
     max_pixels_per_image: int = 100_000_000
     max_total_voxels: int = 1_500_000_000
     max_in_flight: int = 4
+    max_queue: int = 64
+    queue_timeout_s: float = 30.0
+    max_uploads: int = 64
+    upload_idle_timeout_s: float = 10.0
+    upload_min_rate: int = 16 * 1024
     cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     pipelines: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
@@ -95,6 +105,13 @@ class Settings:
             ),
             max_total_voxels=get("MAX_TOTAL_VOXELS", _positive_int, defaults.max_total_voxels),
             max_in_flight=get("MAX_IN_FLIGHT", _positive_int, defaults.max_in_flight),
+            max_queue=get("MAX_QUEUE", _non_negative_int, defaults.max_queue),
+            queue_timeout_s=get("QUEUE_TIMEOUT_S", _positive_float, defaults.queue_timeout_s),
+            max_uploads=get("MAX_UPLOADS", _positive_int, defaults.max_uploads),
+            upload_idle_timeout_s=get(
+                "UPLOAD_IDLE_TIMEOUT_S", _positive_float, defaults.upload_idle_timeout_s
+            ),
+            upload_min_rate=get("UPLOAD_MIN_RATE", _byte_size, defaults.upload_min_rate),
             cpu_workers=get("CPU_WORKERS", _positive_int, defaults.cpu_workers),
             pipelines=get("PIPELINES", _pipelines, defaults.pipelines),
             log_level=get("LOG_LEVEL", _log_level, defaults.log_level),
@@ -114,6 +131,16 @@ def _positive_int(name: str, raw: str) -> int:
         raise SettingsError(f"{name} must be a positive integer, got {raw!r}") from None
     if value < 1:
         raise SettingsError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer >= 0, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must be an integer >= 0, got {raw!r}")
     return value
 
 

@@ -8,12 +8,14 @@ from triton_local.dropin import install_model
 from triton_local.errors import ModelLoadError, TritonStartError
 from triton_local.launcher import LocalTriton, free_port
 from triton_local.server_api import ModelStatus
+from triton_local.supervisor import TritonSupervisor
 
 __all__ = [
     "LocalTriton",
     "ModelLoadError",
     "ModelStatus",
     "TritonStartError",
+    "TritonSupervisor",
     "free_port",
     "install_model",
 ]

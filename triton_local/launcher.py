@@ -38,7 +38,7 @@ from triton_local.backend_dir import BACKEND_NAME, build_backend_dir
 from triton_local.errors import ModelLoadError, TritonStartError
 from triton_local.install import TritonInstall, find_install
 from triton_local.log_scan import LogScanner
-from triton_local.process import group_members, spawn, stop_group
+from triton_local.process import group_members, kill_group, spawn, stop_group
 from triton_local.server_api import READY, ModelStatus, repository_index, server_ready
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,8 @@ class LocalTriton:
         self._log: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._scanner: LogScanner | None = None
+        self._any_thread = False
+        self._log_mode = "wb"
         self.startup_s: float | None = None
 
     @property
@@ -213,6 +215,29 @@ class LocalTriton:
             raise RuntimeError("the server is not running")
         return self._process.wait()
 
+    def reap(self) -> None:
+        """After the server died on its own: kill its stubs at once, then clean up as
+        :meth:`stop` does. Ports stay as they were, for :meth:`restart`."""
+        process = self._process
+        if process is not None:
+            survivors = kill_group(process)
+            if survivors:
+                logger.error("processes of the local Triton survived SIGKILL: %s", survivors)
+        self.stop()
+
+    def restart(self, *, from_thread: bool = False) -> Self:
+        """Start again on the same ports, so that clients configured with them reconnect.
+
+        ``from_thread``: the caller is a thread that lives as long as the server (a
+        supervisor), so the server may be bound to it and die with it.
+        """
+        if self._process is not None:
+            raise RuntimeError("this LocalTriton is still running; stop or reap it first")
+        self._requested_ports = dict(self._ports)
+        self._any_thread = from_thread
+        self._log_mode = "ab"  # the log of the run that died explains why: keep it
+        return self.start()
+
     def models(self) -> list[ModelStatus]:
         """Triton's repository index: every model folder, its state and Triton's reason."""
         return repository_index(self.http_url)
@@ -312,7 +337,7 @@ class LocalTriton:
         if self._log is not None:
             self._log.close()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open(self._log_mode)
         self._scanner = LogScanner(self.log_path)
         assert self._run_dir is not None
         started = time.monotonic()
@@ -321,6 +346,7 @@ class LocalTriton:
             env=self._environment(install),
             cwd=self._run_dir,
             log=self._log,
+            any_thread=self._any_thread,
         )
         atexit.register(self.stop)
         deadline = started + self.startup_timeout_s

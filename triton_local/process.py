@@ -26,14 +26,16 @@ PR_SET_PDEATHSIG = 1
 KILL_WAIT_S = 5.0
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
+def _parent_death_signal(any_thread: bool) -> Callable[[], None] | None:
     """A preexec function binding the child's life to this thread, or None where unavailable.
 
     The kernel sends the signal when the *thread* that forked exits, so it is only armed from the
-    main thread: a server started from a worker thread of a pool would otherwise die with that
-    worker. libc is resolved here, before the fork, so the child only makes one call.
+    main thread, or from a thread the caller vouches lives as long as the server
+    (``any_thread``: the supervisor's): a server started from a worker thread of a pool would
+    otherwise die with that worker. libc is resolved here, before the fork, so the child only
+    makes one call.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if not any_thread and threading.current_thread() is not threading.main_thread():
         return None
     libc_name = ctypes.util.find_library("c")
     if libc_name is None:
@@ -50,7 +52,12 @@ def _parent_death_signal() -> Callable[[], None] | None:
 
 
 def spawn(
-    command: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: IO[bytes]
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    log: IO[bytes],
+    any_thread: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start ``command`` as the leader of a new process group, output appended to ``log``."""
     return subprocess.Popen(
@@ -61,7 +68,7 @@ def spawn(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_parent_death_signal(),
+        preexec_fn=_parent_death_signal(any_thread),
     )
 
 
@@ -103,6 +110,16 @@ def stop_group(process: subprocess.Popen[bytes], *, timeout_s: float) -> list[in
     _kill_group(pgid)
     _wait_until_empty(pgid, KILL_WAIT_S)
     return group_members(pgid)
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> list[int]:
+    """SIGKILL what is left of a group whose leader died unexpectedly, at once: its stubs
+    (hundreds of MiB each) would otherwise linger, and nothing orderly is left to wait for.
+    Reaps the leader; returns the pids that survived (empty unless something is badly wrong)."""
+    _kill_group(process.pid)
+    process.wait()
+    _wait_until_empty(process.pid, KILL_WAIT_S)
+    return group_members(process.pid)
 
 
 def _wait_until_empty(pgid: int, timeout_s: float) -> bool:

@@ -1,9 +1,11 @@
 """PNG and JPEG through Pillow, restricted to those two decoders.
 
-Pillow's own decompression-bomb check (a warning past ~89 M pixels, an error past twice that) is
-switched off for the process and replaced by the gateway's ``MAX_PIXELS_PER_IMAGE``, checked from
-the header that ``Image.open`` parses before a pixel is decoded: one configurable bound, one
-error (413 ``image_too_large``), and no warning-as-error surprises in between.
+The gateway's ``MAX_PIXELS_PER_IMAGE`` replaces Pillow's decompression-bomb guard for these
+reads, checked from the parsed header before a pixel is decoded: one configurable bound, one
+error (413 ``image_too_large``). The file is opened through the PNG or JPEG plugin's class,
+chosen by signature, which parses the header exactly as ``Image.open`` does but without its
+guard. Pillow's ``Image.MAX_IMAGE_PIXELS`` is left as it is: it is process-wide, and switching it
+off would switch it off for every custom pipeline in the process too.
 
 Values by mode:
 
@@ -20,20 +22,20 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from gateway.errors import UnsupportedImage
 from gateway.readers.base import unreadable
 from gateway.readers.limits import VoxelBudget
 from gateway.request import Upload
 
-Image.MAX_IMAGE_PIXELS = None
-
-_FORMATS = ("PNG", "JPEG")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
 _PILLOW_ERRORS = (
     UnidentifiedImageError,
     OSError,
@@ -43,6 +45,18 @@ _PILLOW_ERRORS = (
     struct.error,
     zlib.error,
 )
+
+
+def _open(path: Path) -> ImageFile.ImageFile:
+    """The file through its plugin's class: ``Image.open`` restricted to PNG and JPEG, minus
+    the process-wide bomb guard that the caller replaces with its own bound."""
+    with path.open("rb") as file:
+        signature = file.read(len(_PNG_SIGNATURE))
+    if signature.startswith(_PNG_SIGNATURE):
+        return PngImagePlugin.PngImageFile(path)
+    if signature.startswith(_JPEG_SIGNATURE):
+        return JpegImagePlugin.JpegImageFile(path)
+    raise UnidentifiedImageError(f"{path.name} is neither a PNG nor a JPEG file")
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,7 @@ def read_header(upload: Upload, budget: VoxelBudget) -> RasterHeader:
     """Size and mode from the header alone, checked against ``budget``."""
     name = upload.file_name
     try:
-        with Image.open(upload.path, formats=_FORMATS) as image:
+        with _open(upload.path) as image:
             columns, rows = image.size
             mode = image.mode
     except _PILLOW_ERRORS as exc:
@@ -71,7 +85,7 @@ def read(upload: Upload, budget: VoxelBudget) -> npt.NDArray[Any]:
     and checked against ``budget`` before a pixel is decoded."""
     name = upload.file_name
     try:
-        with Image.open(upload.path, formats=_FORMATS) as image:
+        with _open(upload.path) as image:
             columns, rows = image.size
             budget.claim(name, rows, columns)
             return _decode(name, image)
@@ -83,7 +97,7 @@ def read_pixels(header: RasterHeader) -> npt.NDArray[Any]:
     """The image as ``(H, W)`` grayscale or ``(H, W, 3)`` uint8 RGB (see the module's docstring)."""
     name = header.upload.file_name
     try:
-        with Image.open(header.upload.path, formats=_FORMATS) as image:
+        with _open(header.upload.path) as image:
             return _decode(name, image)
     except _PILLOW_ERRORS as exc:
         raise unreadable(name, "image", "its pixels cannot be decoded", exc) from exc

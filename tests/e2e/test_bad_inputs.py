@@ -160,6 +160,36 @@ CASES: dict[str, Case] = {
             )
         ),
     ),
+    "images nested 100,000 deep": Case(
+        400, "json_too_deep", flavor([("a.png", png())], "[" * 100_000 + "]" * 100_000)
+    ),
+    "meta nested 100,000 deep": Case(
+        400,
+        "json_too_deep",
+        flavor([("a.png", png())], [entry("a.png")], meta='{"a":' * 100_000 + "1" + "}" * 100_000),
+    ),
+    "data nested 100,000 deep": Case(
+        400,
+        "json_too_deep",
+        raw(
+            lambda: raw_body(
+                raw_part("files", png(), "a.png"),
+                raw_part("data", b'{"images": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+            )
+        ),
+    ),
+    "an integer of 5,000 digits": Case(
+        400,
+        "json_number_too_large",
+        flavor(
+            [("a.png", png())], json.dumps([entry("a.png")])[:-2] + ', "n": ' + "9" * 5000 + "}]"
+        ),
+    ),
+    "a lone surrogate in a file_name": Case(
+        400,
+        "invalid_json_text",
+        flavor([("a.png", png())], '[{"id": "x", "file_name": "a\\ud800.png", "index": 0}]'),
+    ),
     # 404 / 405
     "unknown model": Case(
         404,

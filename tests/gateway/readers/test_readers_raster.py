@@ -220,3 +220,22 @@ def test_stacked_pictures_must_agree(tmp_path: Path, second: Image.Image, messag
     files.add("b.png", encode(second))
     with pytest.raises(InconsistentSeries, match=message):
         read_images(files.entries(), files.uploads, LIMITS)
+
+
+def test_reading_leaves_pillows_process_wide_guard_alone(tmp_path: Path) -> None:
+    """Pillow's bomb guard protects every custom pipeline in the process: importing and using
+    the readers must not switch it off."""
+    default = Image.MAX_IMAGE_PIXELS
+    assert default is not None
+    read(tmp_path, encode(Image.new("L", (300, 200))))
+    assert default == Image.MAX_IMAGE_PIXELS
+
+
+def test_our_bound_applies_past_pillows_guard(tmp_path: Path) -> None:
+    """An image between Pillow's error bound and a raised MAX_PIXELS_PER_IMAGE is ours to judge:
+    a 413 naming our limit, never Pillow's DecompressionBombError (a 500)."""
+    side = 16_000  # 256 M pixels: past twice Pillow's default bound
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    claimed = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IEND", b"")
+    with pytest.raises(ImageTooLarge, match="MAX_PIXELS_PER_IMAGE"):
+        read(tmp_path, claimed, max_pixels_per_image=100_000_000)

@@ -101,6 +101,8 @@ def settings(upload_dir: Path) -> Settings:
         max_request_bytes=1024 * 1024,
         max_files=3,
         max_in_flight=1,
+        max_queue=1,
+        queue_timeout_s=10,
         cpu_workers=1,
     )
 
@@ -395,24 +397,55 @@ async def test_apps_have_their_own_registries(settings: Settings) -> None:
             assert 'route="/ping",status="204"} 1.0' in (await client.get("/metrics")).text
 
 
-async def test_busy_past_max_in_flight_and_ping_still_answers(
+async def test_a_burst_waits_its_turn_and_past_the_queue_is_refused(
     client: httpx.AsyncClient, pipeline: EchoPipeline, upload_dir: Path
 ) -> None:
     pipeline.gate = asyncio.Event()
     pipeline.entered = asyncio.Event()
     first = asyncio.ensure_future(client.post("/invocations", **flavor_request("a.png")))
     await pipeline.entered.wait()
-    busy = await client.post("/invocations", **flavor_request("b.png"))
+    second = asyncio.ensure_future(client.post("/invocations", **flavor_request("b.png")))
+    for _ in range(200):
+        if "gateway_queue_depth 1.0" in (await client.get("/metrics")).text:
+            break
+        await asyncio.sleep(0.01)
+    busy = await client.post("/invocations", **flavor_request("c.png"))
     assert_error(busy, 503, "server_busy")
     assert busy.headers["retry-after"] == "1"
+    assert busy.json()["error"]["details"]["stage"] == "queue"
     assert (await client.get("/ping")).status_code == 204
     assert "gateway_in_flight_requests 1.0" in (await client.get("/metrics")).text
-    assert not first.done()
+    assert not first.done() and not second.done()
     pipeline.gate.set()
     assert (await first).status_code == 200
-    assert "gateway_in_flight_requests 0.0" in (await client.get("/metrics")).text
+    assert (await second).status_code == 200
+    text = (await client.get("/metrics")).text
+    assert "gateway_in_flight_requests 0.0" in text
+    assert "gateway_queue_depth 0.0" in text
+    assert "gateway_queue_wait_seconds_count 2.0" in text
     pipeline.gate = None
-    assert (await client.post("/invocations", **flavor_request("c.png"))).status_code == 200
+    assert (await client.post("/invocations", **flavor_request("d.png"))).status_code == 200
+    assert leftovers(upload_dir) == []
+
+
+async def test_a_wait_longer_than_the_queue_timeout_is_refused(
+    upload_dir: Path, pipeline: EchoPipeline, health: TritonHealth
+) -> None:
+    settings = Settings(
+        upload_dir=upload_dir, max_in_flight=1, max_queue=4, queue_timeout_s=0.2, cpu_workers=1
+    )
+    catalog = Catalog({"lesion_classifier": pipeline})
+    async with serving(create_app(settings, triton=health, catalog=catalog)) as client:
+        pipeline.gate = asyncio.Event()
+        pipeline.entered = asyncio.Event()
+        first = asyncio.ensure_future(client.post("/invocations", **flavor_request("a.png")))
+        await pipeline.entered.wait()
+        late = await client.post("/invocations", **flavor_request("b.png"))
+        assert_error(late, 503, "server_busy")
+        assert "QUEUE_TIMEOUT_S" in late.json()["error"]["message"]
+        pipeline.gate.set()
+        assert (await first).status_code == 200
+        assert "gateway_queue_depth 0.0" in (await client.get("/metrics")).text
     assert leftovers(upload_dir) == []
 
 

@@ -12,7 +12,7 @@ from gateway.settings import Settings, SettingsError
 def test_defaults_match_the_documented_table() -> None:
     settings = Settings.from_env({})
     assert settings.port == 9111
-    assert settings.host == "0.0.0.0"
+    assert settings.host == "127.0.0.1"
     assert settings.triton_url == "127.0.0.1:8001"
     assert settings.default_model == "lesion_classifier"
     assert settings.triton_timeout_s == 60
@@ -21,6 +21,11 @@ def test_defaults_match_the_documented_table() -> None:
     assert settings.max_pixels_per_image == 100_000_000
     assert settings.max_total_voxels == 1_500_000_000
     assert settings.max_in_flight == 4
+    assert settings.max_queue == 64
+    assert settings.queue_timeout_s == 30
+    assert settings.max_uploads == 64
+    assert settings.upload_idle_timeout_s == 10
+    assert settings.upload_min_rate == 16 * 1024
     assert settings.cpu_workers >= 1
     assert settings.pipelines == {}
     assert settings.log_level == "INFO"
@@ -32,7 +37,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     settings = Settings.from_env(
         {
             "PORT": "8080",
-            "HOST": "127.0.0.1",
+            "HOST": "0.0.0.0",
             "TRITON_URL": "triton:8001",
             "DEFAULT_MODEL": "lung_segmenter",
             "TRITON_TIMEOUT_S": "2.5",
@@ -41,6 +46,11 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
             "MAX_PIXELS_PER_IMAGE": "1000",
             "MAX_TOTAL_VOXELS": "1_000_000",
             "MAX_IN_FLIGHT": "8",
+            "MAX_QUEUE": "0",
+            "QUEUE_TIMEOUT_S": "1.5",
+            "MAX_UPLOADS": "5",
+            "UPLOAD_IDLE_TIMEOUT_S": "3",
+            "UPLOAD_MIN_RATE": "1KiB",
             "CPU_WORKERS": "3",
             "PIPELINES": "a=pkg.mod:A, b=pkg.other:B",
             "LOG_LEVEL": "debug",
@@ -50,7 +60,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     )
     assert settings == Settings(
         port=8080,
-        host="127.0.0.1",
+        host="0.0.0.0",
         triton_url="triton:8001",
         default_model="lung_segmenter",
         triton_timeout_s=2.5,
@@ -59,6 +69,11 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         max_pixels_per_image=1000,
         max_total_voxels=1_000_000,
         max_in_flight=8,
+        max_queue=0,
+        queue_timeout_s=1.5,
+        max_uploads=5,
+        upload_idle_timeout_s=3,
+        upload_min_rate=1024,
         cpu_workers=3,
         pipelines={"a": "pkg.mod:A", "b": "pkg.other:B"},
         log_level="DEBUG",
@@ -98,6 +113,11 @@ def test_empty_values_mean_the_default() -> None:
         ("MAX_PIXELS_PER_IMAGE", "many"),
         ("MAX_TOTAL_VOXELS", "1e9"),
         ("MAX_IN_FLIGHT", "0"),
+        ("MAX_QUEUE", "-1"),
+        ("QUEUE_TIMEOUT_S", "0"),
+        ("MAX_UPLOADS", "none"),
+        ("UPLOAD_IDLE_TIMEOUT_S", "soon"),
+        ("UPLOAD_MIN_RATE", "fast"),
         ("CPU_WORKERS", "two"),
         ("PIPELINES", "model"),
         ("PIPELINES", "model=module_without_class"),
@@ -125,6 +145,11 @@ def test_the_documented_table_lists_every_variable() -> None:
         "MAX_PIXELS_PER_IMAGE",
         "MAX_TOTAL_VOXELS",
         "MAX_IN_FLIGHT",
+        "MAX_QUEUE",
+        "QUEUE_TIMEOUT_S",
+        "MAX_UPLOADS",
+        "UPLOAD_IDLE_TIMEOUT_S",
+        "UPLOAD_MIN_RATE",
         "CPU_WORKERS",
         "PIPELINES",
         "LOG_LEVEL",
