@@ -205,7 +205,7 @@ class TritonClient:
         self._control_timeout_s = min(timeout_s, CONTROL_TIMEOUT_S)
         self._client = grpcaio.InferenceServerClient(url)
         self._configs: dict[str, tuple[float, ModelConfig]] = {}
-        self._fetching: dict[str, asyncio.Lock] = {}
+        self._fetching: dict[str, asyncio.Future[ModelConfig]] = {}
 
     async def close(self) -> None:
         await self._client.close()
@@ -261,17 +261,40 @@ class TritonClient:
         """The model's metadata and configuration, from cache when younger than the TTL.
 
         Raises ModelNotFound for a name Triton's repository does not hold, ModelNotReady for one
-        it holds but has not loaded (with Triton's reason), TritonUnavailable when Triton is down.
+        it holds but has not loaded (with Triton's reason), TritonUnavailable when Triton is down
+        and TritonTimeout when it does not answer within the control timeout.
+
+        One fetch per model at a time, whose result or failure serves every request that asks
+        meanwhile: with a hung Triton, N waiters get their 504 together after one timeout, not
+        one after another after N of them. A waiter that gives up (its client hung up) leaves the
+        fetch running for the others.
         """
         if cached := self._fresh(name):
             return cached
-        async with self._fetching.setdefault(name, asyncio.Lock()):
-            # Another request may have fetched it while this one waited for the lock.
-            if cached := self._fresh(name):
-                return cached
-            config = await self._fetch_config(name)
-            self._configs[name] = (time.monotonic(), config)
-            return config
+        fetch = self._fetching.get(name)
+        if fetch is None:
+            fetch = asyncio.ensure_future(self._fetch_and_cache(name))
+            self._fetching[name] = fetch
+            fetch.add_done_callback(lambda done: self._fetched(name, done))
+        return await asyncio.shield(fetch)
+
+    def _fetched(self, name: str, fetch: asyncio.Future[ModelConfig]) -> None:
+        if self._fetching.get(name) is fetch:
+            del self._fetching[name]
+        if not fetch.cancelled():
+            fetch.exception()  # retrieved: every waiter may have left before it ended
+
+    async def _fetch_and_cache(self, name: str) -> ModelConfig:
+        try:
+            async with asyncio.timeout(self._control_timeout_s):
+                config = await self._fetch_config(name)
+        except TimeoutError:
+            raise TritonTimeout(
+                f"Triton did not describe model '{name}' within {self._control_timeout_s:g} s",
+                details={"model": name},
+            ) from None
+        self._configs[name] = (time.monotonic(), config)
+        return config
 
     def _fresh(self, name: str) -> ModelConfig | None:
         entry = self._configs.get(name)

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -296,59 +295,6 @@ def test_a_client_that_hangs_up_abandons_its_request(
     assert count("gateway_in_flight_requests") == 0
     assert leftovers(gateway[1]) == []
     assert http.get("/ping").status_code == 204
-
-
-def test_busy_when_every_slot_is_taken(triton: LocalTriton, start_gateway: StartGateway) -> None:
-    """One slot, held by an upload that is still arriving: the next request gets 503."""
-    url, upload_dir = start_gateway(triton.grpc_url, {"MAX_IN_FLIGHT": "1"})
-    png = chest_png()
-    request = httpx.Request(
-        "POST",
-        f"{url}/invocations",
-        files=[("files", ("chest.png", png, "image/png"))],
-        data={"images": json.dumps([entry("chest.png")])},
-    )
-    body = request.read()
-    release = threading.Event()
-
-    def slow_body() -> Iterator[bytes]:
-        yield body[:100]
-        release.wait(WAIT_S)
-        yield body[100:]
-
-    def first_request() -> httpx.Response:
-        return httpx.post(
-            f"{url}/invocations",
-            content=slow_body(),
-            headers={"Content-Type": request.headers["content-type"]},
-            timeout=WAIT_S,
-        )
-
-    with httpx.Client(base_url=url, timeout=WAIT_S) as http, ThreadPoolExecutor(1) as pool:
-        first = pool.submit(first_request)
-        wait_for(
-            lambda: metric(http.get("/metrics").text, "gateway_in_flight_requests") == 1,
-            "the first request to take its slot",
-        )
-        busy = http.post(
-            "/invocations",
-            files=[("files", ("chest.png", png, "image/png"))],
-            data={"images": json.dumps([entry("chest.png")])},
-        )
-        assert http.get("/ping").status_code == 204
-        release.set()
-        response = first.result()
-        assert busy.status_code == 503
-        assert busy.json()["error"]["code"] == "server_busy"
-        assert int(busy.headers["retry-after"]) >= 1
-        assert response.status_code == 200, response.text
-        again = http.post(
-            "/invocations",
-            files=[("files", ("chest.png", png, "image/png"))],
-            data={"images": json.dumps([entry("chest.png")])},
-        )
-        assert again.status_code == 200
-    assert leftovers(upload_dir) == []
 
 
 def test_the_send_command(url: str, tmp_path: Path) -> None:

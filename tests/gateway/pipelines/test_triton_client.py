@@ -308,3 +308,66 @@ async def _infer_each_needs_a_batch_dimension() -> None:
 
     with pytest.raises(InternalError, match="no batch dimension"):
         await client.infer_each("seg", {"image": np.zeros((1, 1, 8, 8), np.float32)}, sink)
+
+
+def test_one_config_fetch_serves_every_waiter_of_a_hung_triton() -> None:
+    """A Triton that accepts connections and never answers (SIGSTOP): concurrent requests for
+    one model share a single fetch and all get its 504, instead of each running its own timed
+    attempt in turn behind a lock (5, 10, 15, 20 s for four waiters before)."""
+    asyncio.run(_one_config_fetch_serves_every_waiter())
+
+
+async def _one_config_fetch_serves_every_waiter() -> None:
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(16)  # connections complete in the kernel; nothing ever reads them
+        client = TritonClient(f"127.0.0.1:{frozen.getsockname()[1]}", timeout_s=0.5)
+        fetches = 0
+        fetch = client._fetch_config
+
+        async def counted(name: str) -> ModelConfig:
+            nonlocal fetches
+            fetches += 1
+            return await fetch(name)
+
+        client._fetch_config = counted  # type: ignore[method-assign]
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            results = await asyncio.gather(
+                *(client.model_config("seg") for _ in range(4)), return_exceptions=True
+            )
+            elapsed = loop.time() - started
+        finally:
+            await client.close()
+    assert fetches == 1
+    assert all(isinstance(result, TritonTimeout) for result in results), results
+    # Four waiters in turn would take four timeouts; together they take one.
+    assert elapsed < 4 * 0.5
+
+
+def test_a_waiter_that_leaves_does_not_cancel_the_fetch_of_the_others() -> None:
+    asyncio.run(_a_waiter_that_leaves())
+
+
+async def _a_waiter_that_leaves() -> None:
+    client = TritonClient("127.0.0.1:1", timeout_s=5)
+    release = asyncio.Event()
+
+    async def slow(name: str) -> ModelConfig:
+        await release.wait()
+        return config()
+
+    client._fetch_config = slow  # type: ignore[method-assign]
+    try:
+        leaving = asyncio.ensure_future(client.model_config("seg"))
+        staying = asyncio.ensure_future(client.model_config("seg"))
+        await asyncio.sleep(0)
+        leaving.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        assert (await staying) == config()
+        assert leaving.cancelled()
+        assert await client.model_config("seg") == config()  # cached now
+    finally:
+        await client.close()
