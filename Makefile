@@ -10,7 +10,7 @@ TRAIN_VENV := .venv-train
 TRAIN_STAMP := $(TRAIN_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format typecheck check bench triton serve models up down clean
+.PHONY: help venv run test lint format typecheck check bench soak triton serve models up down clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ check: lint typecheck
 
 bench: $(STAMP) ## Benchmarks: aicoco formatting and the gateway against local Triton
 	$(PY) -m benchmarks
+
+soak: $(STAMP) ## Ten minutes of mixed load at twice MAX_IN_FLIGHT, with memory sampled
+	$(PY) -m benchmarks soak
 
 $(TRAIN_STAMP): training/requirements.txt
 	@test -x $(TRAIN_VENV)/bin/python || $(PYTHON) -m venv $(TRAIN_VENV)

@@ -16,12 +16,15 @@ MODULES = {
 }
 """Benchmark name -> module defining ``main(argv) -> int``, imported only when it runs."""
 
+LONG = {"soak": "benchmarks.soak"}
+"""Run only when named (``make soak``): minutes long, not part of ``make bench``."""
+
 
 def registry() -> dict[str, Main]:
     """The benchmarks whose module exists, each imported lazily when called."""
     return {
         name: _lazy(module)
-        for name, module in MODULES.items()
+        for name, module in {**MODULES, **LONG}.items()
         if importlib.util.find_spec(module) is not None
     }
 
@@ -38,6 +41,8 @@ def main(argv: list[str]) -> int:
     if not argv:
         status = 0
         for name, run in benchmarks.items():
+            if name in LONG:
+                continue
             print(f"== {name} ==", flush=True)
             status = max(status, run([]))
         return status

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +131,10 @@ async def _gateway(url: str, png: bytes, requests: int, concurrency: int) -> Loa
 
 
 @contextmanager
-def _gateway_process(grpc_url: str, upload_dir: Path) -> Iterator[tuple[str, int]]:
+def gateway_process(
+    grpc_url: str, upload_dir: Path, settings: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """``python -m gateway serve`` on a free port; ``settings`` replace the bench's defaults."""
     port = free_port()
     env = dict(
         os.environ,
@@ -139,9 +142,9 @@ def _gateway_process(grpc_url: str, upload_dir: Path) -> Iterator[tuple[str, int
         HOST="127.0.0.1",
         TRITON_URL=grpc_url,
         DEFAULT_MODEL=CLASSIFIER,
-        MAX_IN_FLIGHT="16",
         LOG_LEVEL="WARNING",
         UPLOAD_DIR=str(upload_dir),
+        **(settings if settings is not None else {"MAX_IN_FLIGHT": "16"}),
     )
     process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -168,7 +171,7 @@ def _gateway_process(grpc_url: str, upload_dir: Path) -> Iterator[tuple[str, int
             process.wait()
 
 
-def _status_kib(pid: int, field: str) -> int:
+def status_kib(pid: int, field: str) -> int:
     match = re.search(rf"^{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
     if match is None:
         raise RuntimeError(f"/proc/{pid}/status has no {field}")
@@ -270,7 +273,7 @@ def series(url: str, pid: int, slices: int, workdir: Path) -> float:
         "MiB of DICOM)"
     )
     before = _stage_sums(url, SEGMENTER_3D)
-    idle_kib = _status_kib(pid, "VmRSS")
+    idle_kib = status_kib(pid, "VmRSS")
     Path(f"/proc/{pid}/clear_refs").write_text("5")
     start = time.perf_counter()
     response = httpx.post(
@@ -281,7 +284,7 @@ def series(url: str, pid: int, slices: int, workdir: Path) -> float:
     )
     elapsed = time.perf_counter() - start
     response.raise_for_status()
-    peak_kib = _status_kib(pid, "VmHWM")
+    peak_kib = status_kib(pid, "VmHWM")
     after = _stage_sums(url, SEGMENTER_3D)
     answer = response.json()
     print(
@@ -321,7 +324,7 @@ def main(argv: list[str]) -> int:
         with triton:
             triton.wait_for_model(CLASSIFIER)
             triton.wait_for_model(SEGMENTER_3D)
-            with _gateway_process(triton.grpc_url, workdir) as (url, pid):
+            with gateway_process(triton.grpc_url, workdir) as (url, pid):
                 classification(triton, url, pid, args.requests)
                 series(url, pid, args.slices, workdir)
     return 0
