@@ -130,6 +130,17 @@ async def _gateway(url: str, png: bytes, requests: int, concurrency: int) -> Loa
         return await _load(send, requests, concurrency)
 
 
+def local_triton(workdir: Path) -> LocalTriton:
+    """The example models on a local Triton on free ports, its log in ``workdir``."""
+    return LocalTriton(
+        ROOT / "model_repository",
+        grpc_port=0,
+        http_port=0,
+        metrics_port=0,
+        log_file=workdir / "triton.log",
+    )
+
+
 @contextmanager
 def gateway_process(
     grpc_url: str, upload_dir: Path, settings: Mapping[str, str] | None = None
@@ -314,13 +325,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         workdir = Path(tmp)
-        triton = LocalTriton(
-            ROOT / "model_repository",
-            grpc_port=0,
-            http_port=0,
-            metrics_port=0,
-            log_file=workdir / "triton.log",
-        )
+        triton = local_triton(workdir)
         with triton:
             triton.wait_for_model(CLASSIFIER)
             triton.wait_for_model(SEGMENTER_3D)

@@ -32,9 +32,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.gateway_bench import ROOT, gateway_process, status_kib
+from benchmarks.gateway_bench import gateway_process, local_triton, status_kib
 from tests.factories import chest_png, make_ct_series, phantom_hu
-from triton_local import LocalTriton
 from triton_local.process import group_members
 
 SAMPLE_S = 5.0
@@ -176,13 +175,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="gateway-soak-") as tmp:
         workdir = Path(tmp)
-        triton = LocalTriton(
-            ROOT / "model_repository",
-            grpc_port=0,
-            http_port=0,
-            metrics_port=0,
-            log_file=workdir / "triton.log",
-        )
+        triton = local_triton(workdir)
         with triton, gateway_process(triton.grpc_url, workdir, settings={}) as (url, pid):
             assert triton.pid is not None
             slow_client_ratio(url)

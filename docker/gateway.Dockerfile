@@ -53,7 +53,8 @@ COPY docker/healthcheck.py /opt/gateway/healthcheck.py
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PORT=9111
+    PORT=9111 \
+    HOST=0.0.0.0
 
 # `python -m` puts the working directory on sys.path: a root-owned folder, never the writable /tmp.
 WORKDIR /opt/gateway

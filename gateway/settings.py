@@ -125,22 +125,20 @@ def _text(name: str, raw: str) -> str:
 
 
 def _positive_int(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a positive integer, got {raw!r}") from None
-    if value < 1:
-        raise SettingsError(f"{name} must be a positive integer, got {raw!r}")
-    return value
+    return _int_at_least(name, raw, 1, "a positive integer")
 
 
 def _non_negative_int(name: str, raw: str) -> int:
+    return _int_at_least(name, raw, 0, "an integer >= 0")
+
+
+def _int_at_least(name: str, raw: str, minimum: int, what: str) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be an integer >= 0, got {raw!r}") from None
-    if value < 0:
-        raise SettingsError(f"{name} must be an integer >= 0, got {raw!r}")
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be {what}, got {raw!r}")
     return value
 
 

@@ -40,7 +40,7 @@ LOADING_FLAGS = (
 )
 
 # Settings that compose sets on purpose to something other than the gateway's default.
-COMPOSE_OVERRIDES = {"TRITON_URL", "UPLOAD_DIR"}
+COMPOSE_OVERRIDES = {"TRITON_URL", "UPLOAD_DIR", "HOST"}
 
 _INTERPOLATION = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\})"

@@ -1,5 +1,5 @@
 """The service against a real local Triton, over real HTTP: the wire formats, health, metrics,
-request ids, concurrency (``/ping`` during a long 3D request, 503 when the slots are full).
+request ids, concurrency (``/ping`` during a long 3D request).
 """
 
 from __future__ import annotations
