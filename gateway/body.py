@@ -33,7 +33,11 @@ class Pace:
 
 async def receive_body(receive: Receive, pace: Pace) -> AsyncGenerator[bytes, None]:
     """The body's chunks as they arrive; UploadTimeout when a window falls short of the pace,
-    ClientDisconnect when the client goes away first."""
+    ClientDisconnect when the client goes away first.
+
+    A wait for ``receive()`` is cancelled when its window ends: ASGI servers' ``receive`` is
+    cancel-safe (hypercorn's is a queue's ``get``), so no message is lost by that.
+    """
     loop = asyncio.get_running_loop()
     window_end = loop.time() + pace.window_s
     window_bytes = 0

@@ -31,6 +31,11 @@ from gateway.settings import Settings
 
 GRACEFUL_TIMEOUT_S = 10.0
 """On SIGINT/SIGTERM, requests in progress get this long to finish."""
+KEEP_ALIVE_TIMEOUT_S = 75.0
+"""How long an idle keep-alive connection stays open. Longer than the clients' own idle expiry
+(httpx: 5 s, the same as hypercorn's default), so that the client, not the server, closes an
+idle connection: a server closing at the very moment a client reuses the connection drops that
+client's request, which the client sees as a broken connection with no answer."""
 
 access_logger = logging.getLogger("gateway.access")
 
@@ -77,6 +82,7 @@ async def _serve(settings: Settings) -> None:
     config.accesslog = None  # the gateway's own access log carries the request id
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

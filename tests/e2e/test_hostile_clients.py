@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.factories import chest_png
+from tests.factories import chest_png, make_ct_series, phantom_hu
 from triton_local import LocalTriton, free_port
 from triton_local.process import group_members
 
@@ -201,6 +201,36 @@ def test_a_burst_of_16_clients_is_served_in_turn(gateway: tuple[str, Path]) -> N
     while len(access_lines(upload_dir, "/invocations")) - before < 64:
         assert time.monotonic() < deadline, "an access-log line is missing"
         time.sleep(0.1)
+    assert list(upload_dir.iterdir()) == []
+
+
+def test_past_the_queue_bound_the_answer_is_503_with_retry_after(
+    triton: LocalTriton, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """One slot and one place in the queue, six concurrent 3D requests: those that find both
+    taken get 503 server_busy with Retry-After at once; the others are served."""
+    url, upload_dir = start_gateway(triton.grpc_url, {"MAX_IN_FLIGHT": "1", "MAX_QUEUE": "1"})
+    paths = make_ct_series(tmp_path / "series", phantom_hu((32, 256, 256)))
+    request: dict[str, Any] = {
+        "files": [("files", (p.name, p.read_bytes(), "application/dicom")) for p in paths],
+        "data": {"images": json.dumps([entry(p.name, z) for z, p in enumerate(paths)])},
+    }
+
+    def post(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{url}/models/lesion_segmenter_3d/invocations", timeout=WAIT_S, **request
+        )
+
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(post, range(6)))
+    statuses = sorted(response.status_code for response in responses)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(200) >= 2, statuses
+    busy = [response for response in responses if response.status_code == 503]
+    assert busy, statuses
+    for response in busy:
+        assert response.json()["error"]["code"] == "server_busy"
+        assert int(response.headers["retry-after"]) >= 1
     assert list(upload_dir.iterdir()) == []
 
 

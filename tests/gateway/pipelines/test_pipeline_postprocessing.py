@@ -221,3 +221,37 @@ def test_mask_stack_refuses_maps_that_do_not_fit() -> None:
         stack.put(0, np.zeros((2, 3, 4, 4), np.float32), 0.5)
     with pytest.raises(ValueError, match="outside the stack of 4"):
         stack.put(3, np.zeros((2, 2, 4, 4), np.float32), 0.5)
+
+
+def test_detect_with_no_box_at_all_or_none_over_threshold() -> None:
+    """The empty-array class of the formatter crash, on the detection path: zero candidate
+    boxes, and candidates of which none reaches the threshold."""
+    for boxes, scores in (
+        (np.zeros((0, 4), np.float32), np.zeros((0, 2), np.float32)),
+        (np.array([[1, 1, 5, 5]], np.float32), np.array([[0.1, 0.2]], np.float32)),
+    ):
+        found = post.detect(
+            boxes,
+            scores,
+            score_threshold=0.5,
+            iou_threshold=0.5,
+            max_detections=10,
+            scale=(2.0, 2.0),
+            image_size=(512, 512),
+        )
+        assert found["bbox_pred"].shape == (0, 4)
+        assert found["cls_pred"].shape == (0, 2)
+        assert found["confidence_score"].shape == (0,)
+
+
+def test_instances_of_a_long_volume_with_empty_slabs_between_them() -> None:
+    """Two components 200 slices apart in a 300-slice stack: the slabs between them are empty."""
+    maps = np.zeros((300, 1, 64, 64), np.float32)
+    maps[20, 0, 10:20, 10:20] = 1.0
+    maps[220, 0, 30:40, 30:40] = 1.0
+    labels = post.segment(
+        maps, threshold=0.5, instances=True, volumetric=True, image_size=(128, 128)
+    )
+    assert labels.shape == (1, 300, 128, 128)
+    assert sorted(np.unique(labels).tolist()) == [0, 1, 2]
+    assert set(np.unique(labels[0, 20])) == {0, 1} and set(np.unique(labels[0, 220])) == {0, 2}
