@@ -8,9 +8,10 @@ What it shows, and why each part is there:
   200 (served), 503 (queue full or waited too long) or 408 (the slow uploader): anything else,
   or a dropped connection, is a failure and the exit status says so.
 - Latency percentiles per model.
-- Memory (resident set) of the gateway and of Triton with its backend stubs, sampled every few
-  seconds: the first sample after warm-up and the last one, and their ratio, so that a leak
-  shows as growth that warm-up does not explain.
+- Memory (resident set) of the gateway and of Triton with its backend stubs, read with no
+  request in progress after a warm-up of the same load and again at the end, and their ratio;
+  samples every few seconds under load give the median of each quarter of the run, so that a
+  leak shows as a steady climb and warm-up as growth that levels off.
 - The slow-client check: the classifier's p95 alone, then with eight 1 KB/s uploaders
   connected, and the ratio of the two.
 """
@@ -25,6 +26,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,8 +39,11 @@ from tests.factories import chest_png, make_ct_series, phantom_hu
 from triton_local.process import group_members
 
 SAMPLE_S = 5.0
+QUIET_S = 3.0
+"""Pause after the load stops before the idle memory is read."""
 MAX_IN_FLIGHT = 4
 """The gateway's default, which the load doubles."""
+CLIENTS = 2 * MAX_IN_FLIGHT
 
 
 def _entry(name: str, index: int = 0) -> dict[str, Any]:
@@ -171,57 +176,79 @@ def slow_client_ratio(url: str, requests: int = 60) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks soak")
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--warm-up", type=float, default=60.0, help="seconds before the baseline")
+    parser.add_argument("--warm-up", type=float, default=60.0, help="seconds of load first")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="gateway-soak-") as tmp:
         workdir = Path(tmp)
         triton = local_triton(workdir)
         with triton, gateway_process(triton.grpc_url, workdir, settings={}) as (url, pid):
             assert triton.pid is not None
+            server = triton.pid
             slow_client_ratio(url)
-            soak = _Soak(url)
             mix = _requests(workdir)
-            clients = 2 * MAX_IN_FLIGHT
-            samples: list[tuple[float, int, int]] = []
-            started = time.monotonic()
-            with ThreadPoolExecutor(clients + 1) as pool:
-                futures = [pool.submit(soak.client, mix, seed) for seed in range(clients)]
-                futures.append(pool.submit(soak.slow_client))
-                end = started + args.minutes * 60
-                while time.monotonic() < end:
-                    triton_pids = group_members(triton.pid)
-                    elapsed = time.monotonic() - started
-                    samples.append((elapsed, _rss_kib([pid]), _rss_kib(triton_pids)))
-                    time.sleep(min(SAMPLE_S, max(end - time.monotonic(), 0)))
-                soak.stop.set()
-                for future in futures:
-                    future.result()
-            samples.append(
-                (time.monotonic() - started, _rss_kib([pid]), _rss_kib(group_members(triton.pid)))
-            )
-    return _report(soak, samples, args.warm_up, clients)
+
+            def memory() -> tuple[int, int]:
+                return _rss_kib([pid]), _rss_kib(group_members(server))
+
+            _load(_Soak(url), mix, args.warm_up, memory)
+            start = _quiet(memory)
+            soak = _Soak(url)
+            samples = _load(soak, mix, args.minutes * 60, memory)
+            end = _quiet(memory)
+    return _report(soak, args.minutes, samples, start, end)
+
+
+def _load(
+    soak: _Soak,
+    mix: list[tuple[str, dict[str, Any]]],
+    seconds: float,
+    memory: Callable[[], tuple[int, int]],
+) -> list[tuple[int, int]]:
+    """Run the clients for ``seconds``, sampling memory; returns the samples."""
+    samples = []
+    with ThreadPoolExecutor(CLIENTS + 1) as pool:
+        futures = [pool.submit(soak.client, mix, seed) for seed in range(CLIENTS)]
+        futures.append(pool.submit(soak.slow_client))
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            samples.append(memory())
+            time.sleep(min(SAMPLE_S, max(end - time.monotonic(), 0)))
+        soak.stop.set()
+        for future in futures:
+            future.result()
+    return samples
+
+
+def _quiet(memory: Callable[[], tuple[int, int]]) -> tuple[int, int]:
+    """Memory with no request in progress: what the processes keep, not what one request
+    happens to hold at the moment of a sample."""
+    time.sleep(QUIET_S)
+    return memory()
 
 
 def _report(
-    soak: _Soak, samples: list[tuple[float, int, int]], warm_up: float, clients: int
+    soak: _Soak,
+    minutes: float,
+    samples: list[tuple[int, int]],
+    start: tuple[int, int],
+    end: tuple[int, int],
 ) -> int:
     total = sum(soak.statuses.values())
-    print(
-        f"soak: {samples[-1][0] / 60:.1f} min, {clients} clients + 1 slow uploader, {total} answers"
-    )
+    print(f"soak: {minutes:g} min, {CLIENTS} clients + 1 slow uploader, {total} answers")
     print(f"  statuses: {dict(sorted(soak.statuses.items()))}")
     for model, values in sorted(soak.latency.items()):
         print(
             f"  {model}: {len(values)} x 200, p50 {_p(values, 50):.0f} ms, "
             f"p95 {_p(values, 95):.0f} ms, p99 {_p(values, 99):.0f} ms"
         )
-    baseline = next((s for s in samples if s[0] >= warm_up), samples[0])
-    last = samples[-1]
-    for name, column in (("gateway", 1), ("triton + stubs", 2)):
-        first, final = baseline[column] / 1024, last[column] / 1024
+    quarters = np.array_split(np.array(samples, dtype=np.float64), 4)
+    for column, name in enumerate(("gateway", "triton + stubs")):
+        first, final = start[column] / 1024, end[column] / 1024
+        trend = ", ".join(f"{np.median(q[:, column]) / 1024:.0f}" for q in quarters if len(q))
         print(
-            f"  {name} memory: {first:.0f} MiB after {baseline[0]:.0f} s warm-up, {final:.0f} MiB "
-            f"at the end = {final / first:.3f} x (target within 10 %)"
+            f"  {name} memory, idle: {first:.0f} MiB after warm-up, {final:.0f} MiB at the end "
+            f"= {final / first:.3f} x (target within 10 %); under load, median of each quarter: "
+            f"{trend} MiB"
         )
     unexpected = {k: v for k, v in soak.statuses.items() if k not in {"200", "503", "408"}}
     if unexpected:

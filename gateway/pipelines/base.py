@@ -283,33 +283,47 @@ class AiCOCOImagePipeline(abc.ABC):
 _RESERVED = frozenset({"files", "images", "uploads", "data", "ids"})
 
 
-async def _stage(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a stage with the keywords it accepts: on the worker pool, or awaited if async."""
-    call = functools.partial(fn, *args, **_accepted(fn, kwargs))
+async def _stage(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Call a stage with the keywords it accepts: on the worker pool, or awaited if async.
+
+    ``fn`` is positional-only, and keywords naming a parameter the call already fills (the
+    bound ``self``, the positional arguments) are dropped: a client's extra field named
+    ``self``, ``fn`` or ``x`` reaches ``**kwargs`` stages only where it cannot collide.
+    """
+    call = functools.partial(fn, *args, **_accepted(fn, len(args), kwargs))
     if inspect.iscoroutinefunction(fn):
         return await call()
     return await run_cpu(call)
 
 
-def _accepted(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    names = _keyword_names(getattr(fn, "__func__", fn))
-    if names is None:
-        return dict(kwargs)
-    return {key: value for key, value in kwargs.items() if key in names}
+def _accepted(fn: Callable[..., Any], positional: int, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    bound = getattr(fn, "__self__", None) is not None and hasattr(fn, "__func__")
+    names, filled = _keyword_names(getattr(fn, "__func__", fn), positional + int(bound))
+    return {
+        key: value
+        for key, value in kwargs.items()
+        if key not in filled and (names is None or key in names)
+    }
 
 
 @functools.lru_cache(maxsize=1024)
-def _keyword_names(fn: Callable[..., Any]) -> frozenset[str] | None:
-    """The keywords ``fn`` accepts, None for all (``**kwargs``). Cached per function (a bound
-    method's underlying function): ``inspect.signature`` is costly next to a 2D request."""
-    parameters = inspect.signature(fn).parameters.values()
+def _keyword_names(
+    fn: Callable[..., Any], positional: int
+) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """The keywords ``fn`` accepts (None for all, with ``**kwargs``), and the names of its first
+    ``positional`` parameters, which a call filling them positionally must not pass again.
+    Cached per function (a bound method's underlying function): ``inspect.signature`` is costly
+    next to a 2D request."""
+    parameters = list(inspect.signature(fn).parameters.values())
+    by_position = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    filled = frozenset(p.name for p in parameters[:positional] if p.kind in by_position)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
+        return None, filled
     return frozenset(
         p.name
         for p in parameters
         if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    )
+    ), filled
 
 
 def _files(

@@ -30,6 +30,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from gateway.pipelines.params import InputSpec
+from gateway.readers.base import finite_range
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -115,8 +116,10 @@ def apply_window(values: Float32Array, center: float, width: float) -> None:
 
 
 def value_range(pixels: np.ndarray) -> tuple[float, float]:
+    """The range of the finite values: one NaN or infinite voxel (a float NIfTI's padding, a
+    division by zero in a conversion) must not stretch the range until every value maps to 0."""
     if np.issubdtype(pixels.dtype, np.floating):
-        return float(np.nanmin(pixels)), float(np.nanmax(pixels))
+        return finite_range(pixels)
     return float(pixels.min()), float(pixels.max())
 
 

@@ -67,3 +67,11 @@ def unreadable(file_name: str, kind: str, what: str, exc: BaseException) -> Unre
         f"'{file_name}' is not a readable {kind}: {what} ({reason})",
         details={"file_name": file_name},
     )
+
+
+def finite_range(pixels: np.ndarray) -> tuple[float, float]:
+    """(min, max) over the finite values of a float array; (0, 0) when there are none."""
+    finite = np.isfinite(pixels)
+    low = float(np.min(pixels, where=finite, initial=np.inf))
+    high = float(np.max(pixels, where=finite, initial=-np.inf))
+    return (low, high) if low <= high else (0.0, 0.0)

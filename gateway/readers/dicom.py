@@ -54,7 +54,13 @@ from pydicom.uid import (
     JPEGExtended12Bit,
 )
 
-from gateway.errors import ImageTooLarge, UnreadableFile, UnsupportedFileType, UnsupportedImage
+from gateway.errors import (
+    ApiError,
+    ImageTooLarge,
+    UnreadableFile,
+    UnsupportedFileType,
+    UnsupportedImage,
+)
 from gateway.readers.base import unreadable
 from gateway.readers.limits import VoxelBudget
 from gateway.request import Upload
@@ -74,9 +80,12 @@ _EIGHT_BIT_JPEG_PLUGINS = {"pillow"}
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 """VRs whose explicit-VR length field is 4 bytes (after 2 reserved), not 2."""
 
-# Errors pydicom raises on malformed or truncated data, while parsing or decoding.
+# Errors that malformed attribute values raise while the header is interpreted (pydicom
+# converts values lazily, on access).
 _DICOM_ERRORS = (
     InvalidDicomError,
+    AttributeError,
+    OverflowError,
     ValueError,
     RuntimeError,
     EOFError,
@@ -138,7 +147,7 @@ def read_header(upload: Upload, budget: VoxelBudget) -> DicomHeader:
     _check_deflated_size(upload, budget)
     try:
         ds = pydicom.dcmread(upload.path, force=True, defer_size=_DEFER_BYTES)
-    except _DICOM_ERRORS as exc:
+    except Exception as exc:  # the parser's boundary: see decode_frames
         raise unreadable(name, "DICOM file", "its header cannot be parsed", exc) from exc
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         sop_class = UID(str(ds.get("SOPClassUID", "")))
@@ -155,7 +164,9 @@ def read_header(upload: Upload, budget: VoxelBudget) -> DicomHeader:
         )
     try:
         return _parse(upload, ds, budget)
-    except (ValueError, TypeError, IndexError, KeyError) as exc:
+    except ApiError:
+        raise
+    except _DICOM_ERRORS as exc:
         raise unreadable(name, "DICOM file", "its image attributes are malformed", exc) from exc
 
 
@@ -171,22 +182,27 @@ def decode_frames(header: DicomHeader) -> Iterator[Frame]:
         for i in range(header.frames):
             try:
                 frame = next(frames)
+                if header.photometric == _PALETTE:
+                    rgb = apply_color_lut(frame, ds)
+                    converted = _to_uint8(rgb, 8 * rgb.dtype.itemsize)
+                elif header.is_color:
+                    converted = _to_uint8(frame, header.bits_stored)
+                else:
+                    converted = _gray(header, frame, i)
             except StopIteration:
                 raise UnreadableFile(
                     f"'{header.file_name}' declares {header.frames} frames but holds only {i}",
                     details={"file_name": header.file_name},
                 ) from None
-            except _DICOM_ERRORS as exc:
+            except ApiError:
+                raise
+            except Exception as exc:
+                # The boundary: whatever the decoder or a lookup table raises on this file's
+                # bytes or values, the file is unreadable. Our own code's bugs stay outside it.
                 raise unreadable(
                     header.file_name, "DICOM file", f"frame {i} cannot be decoded", exc
                 ) from exc
-            if header.photometric == _PALETTE:
-                rgb = apply_color_lut(frame, ds)
-                yield _to_uint8(rgb, 8 * rgb.dtype.itemsize)
-            elif header.is_color:
-                yield _to_uint8(frame, header.bits_stored)
-            else:
-                yield _gray(header, frame, i)
+            yield converted
     finally:
         for keyword in _PIXEL_KEYWORDS:
             if keyword in ds:
@@ -223,6 +239,7 @@ def _parse(upload: Upload, ds: Dataset, budget: VoxelBudget) -> DicomHeader:
     frames = _number_of_frames(ds)
     rows, columns = int(ds.Rows), int(ds.Columns)
     budget.claim(name, rows, columns, frames)
+    _fill_pixel_description(ds, samples, bits_stored)
     modality = str(ds.Modality).strip().upper() if ds.get("Modality") else None
     rescaled = "ModalityLUTSequence" in ds or _rescale(ds, 0) is not None
     hounsfield = (modality == "CT" and rescaled) or (
@@ -230,7 +247,15 @@ def _parse(upload: Upload, ds: Dataset, budget: VoxelBudget) -> DicomHeader:
     )
     orientation = _orientation(ds)
     position = _floats(ds, "ImagePositionPatient", 3)
+    if position is None:
+        # Enhanced CT/MR: the first frame's Plane Position (Patient), C.7.6.16.2.3.
+        position = _in_groups(ds, "PlanePositionSequence", "ImagePositionPatient", 3)
     pixel_spacing = _pixel_spacing(ds)
+    # Every frame's rescale, now: a NaN slope in frame 700 is the file's fault, found before
+    # anything is decoded. As many as the file holds groups for (NumberOfFrames may lie).
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or ()
+    for frame in range(max(1, min(frames, len(per_frame)))):
+        _rescale(ds, frame)
     return DicomHeader(
         upload=upload,
         dataset=ds,
@@ -249,6 +274,28 @@ def _parse(upload: Upload, ds: Dataset, budget: VoxelBudget) -> DicomHeader:
         slice_spacing=_frame_spacing(ds, frames, orientation) or _declared_slice_spacing(ds),
         hounsfield=hounsfield,
     )
+
+
+def _fill_pixel_description(ds: Dataset, samples: int, bits_stored: int) -> None:
+    """Write the defaults this reader assumes into the dataset, for the decoder to use too.
+
+    Files from old or careless writers omit Image Pixel attributes that PS3.3 C.7.6.3 makes
+    Type 1 (SamplesPerPixel, BitsStored, PixelRepresentation...). The reader's defaults are the
+    only sensible readings (one sample, unsigned, all allocated bits stored); without them the
+    decoder fails with whatever exception it meets first.
+    """
+    if ds.get("SamplesPerPixel") in (None, ""):
+        ds.SamplesPerPixel = samples
+    if ds.get("BitsAllocated") in (None, ""):
+        ds.BitsAllocated = 8 if bits_stored <= 8 else 16 if bits_stored <= 16 else 32
+    if ds.get("BitsStored") in (None, ""):
+        ds.BitsStored = bits_stored
+    if ds.get("HighBit") in (None, ""):
+        ds.HighBit = int(ds.BitsStored) - 1
+    if ds.get("PixelRepresentation") in (None, ""):
+        ds.PixelRepresentation = 0
+    if samples > 1 and ds.get("PlanarConfiguration") in (None, ""):
+        ds.PlanarConfiguration = 0
 
 
 def _transfer_syntax(ds: Dataset) -> UID:

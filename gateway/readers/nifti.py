@@ -29,6 +29,7 @@ from __future__ import annotations
 import gzip
 import io
 import re
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from nibabel.orientations import apply_orientation, io_orientation
 from nibabel.spatialimages import HeaderDataError
 
 from gateway.errors import UnreadableFile, UnsupportedImage
-from gateway.readers.base import unreadable
+from gateway.readers.base import finite_range, unreadable
 from gateway.readers.detect import nifti_version
 from gateway.readers.limits import VoxelBudget
 from gateway.request import Upload
@@ -53,7 +54,15 @@ HOUNSFIELD_MINIMUM = -900.0
 
 _CT_WORD = re.compile(rb"\bCT\b")
 _UNIT_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001}
-_NIFTI_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, TypeError)
+_NIFTI_ERRORS = (
+    ImageFileError,
+    HeaderDataError,
+    OSError,
+    EOFError,
+    ValueError,
+    TypeError,
+    zlib.error,
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,12 @@ def read_header(upload: Upload, budget: VoxelBudget) -> NiftiHeader:
         header = image.header
         shape = _spatial_shape(upload.file_name, tuple(int(n) for n in header.get_data_shape()))
         affine = np.asarray(image.affine, dtype=np.float64)
+        if not np.isfinite(affine).all():
+            raise UnreadableFile(
+                f"'{upload.file_name}' has an affine (sform/qform) with NaN or infinite values: "
+                "its axes cannot be oriented",
+                details={"file_name": upload.file_name},
+            )
         ornt = io_orientation(affine)  # type: ignore[no-untyped-call]
         if np.isnan(ornt).any():
             raise UnreadableFile(
@@ -89,7 +104,7 @@ def read_header(upload: Upload, budget: VoxelBudget) -> NiftiHeader:
                 "oriented",
                 details={"file_name": upload.file_name},
             )
-        unit = _UNIT_MM.get(str(header.get_xyzt_units()[0]), 1.0)
+        unit = _UNIT_MM.get(_spatial_unit(header), 1.0)
         sizes = np.linalg.norm(affine[:3, :3], axis=0) * unit
         ras_shape, ras_sizes = [0, 0, 0], [0.0, 0.0, 0.0]
         for axis, (target, _) in enumerate(ornt):
@@ -115,6 +130,7 @@ def read_volume(header: NiftiHeader) -> NiftiVolume:
         slope, intercept = float(image.dataobj.slope), float(image.dataobj.inter)
         try:
             raw = np.asanyarray(image.dataobj.get_unscaled())
+            _verify_stream(image)
         except _NIFTI_ERRORS as exc:
             raise unreadable(name, "NIfTI file", "its voxel data cannot be read", exc) from exc
     if raw.dtype.fields is not None or np.iscomplexobj(raw):
@@ -124,10 +140,24 @@ def read_volume(header: NiftiHeader) -> NiftiVolume:
         )
     ras = apply_orientation(raw.reshape(header.stored_shape), header.ornt)  # type: ignore[no-untyped-call]
     pixels = _scaled(ras.transpose(2, 1, 0)[:, ::-1, ::-1], slope, intercept)
-    hounsfield = header.ct_description or (
-        pixels.size > 0 and float(np.nanmin(pixels)) <= HOUNSFIELD_MINIMUM
-    )
+    if np.issubdtype(pixels.dtype, np.floating):
+        # An infinite voxel is treated like NaN: it has no intensity to compare or scale.
+        np.copyto(pixels, np.float32(np.nan), where=np.isinf(pixels))
+    low = finite_range(pixels)[0] if np.issubdtype(pixels.dtype, np.floating) else None
+    if low is None:
+        low = float(pixels.min()) if pixels.size else 0.0
+    hounsfield = header.ct_description or (pixels.size > 0 and low <= HOUNSFIELD_MINIMUM)
     return NiftiVolume(pixels=pixels, hounsfield=hounsfield, spacing=header.spacing)
+
+
+def _verify_stream(image: Any) -> None:
+    """Read a gzip'ed file to its end, so that its CRC-32 and length trailer (RFC 1952) are
+    checked: a flipped bit in the voxels decompresses without complaint, into garbage a model
+    would compute on. ``gzip`` checks the trailer only when a read reaches it."""
+    stream = image.file_map["image"].fileobj
+    if isinstance(stream, gzip.GzipFile):
+        while stream.read(1 << 20):
+            pass
 
 
 @contextmanager
@@ -148,6 +178,15 @@ def _image(upload: Upload) -> Iterator[Any]:
         except _NIFTI_ERRORS as exc:
             raise unreadable(name, "NIfTI file", "its header cannot be parsed", exc) from exc
         yield image
+
+
+def _spatial_unit(header: Any) -> str:
+    """The spatial unit's name; an unknown code (nibabel raises) is read as millimetres, the
+    NIfTI default, like the missing one."""
+    try:
+        return str(header.get_xyzt_units()[0])
+    except (KeyError, ValueError):
+        return "mm"
 
 
 def _spatial_shape(file_name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:

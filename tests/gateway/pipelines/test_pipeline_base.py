@@ -175,6 +175,27 @@ def test_stage_arguments_and_reordering(tmp_path: Path) -> None:
     assert [image.file_name for image in images] == ["a.dcm", "c.dcm", "b.dcm"]
 
 
+@pytest.mark.parametrize("field", ["self", "fn", "files", "x", "args", "kwargs"])
+def test_a_field_named_like_a_parameter_cannot_collide(tmp_path: Path, field: str) -> None:
+    """An extra form field reaches ``**kwargs`` stages as a keyword: one named like the stage
+    caller's or the stage's own positional parameters (``self``, ``fn``) was a TypeError, a 500.
+    """
+    request = request_for(tmp_path, [("a.dcm", 0)])
+    request.fields[field] = "client's value"
+
+    async def scenario(binding: PipelineBinding) -> tuple[Recording, AiCOCOOutput]:
+        pipeline = Recording(binding)
+        return pipeline, await pipeline(request)
+
+    pipeline, output = with_binding(scenario)
+    assert isinstance(output, AiCOCOOutput)
+    _, data = pipeline.last
+    expected = {"meta", "threshold", "uploads"} | (
+        {field} if field in {"fn", "x", "args", "kwargs"} else set()
+    )
+    assert set(data["kwargs"]) == expected - {"files"}
+
+
 def test_files_and_entries_must_pair_up(tmp_path: Path) -> None:
     request = request_for(tmp_path, [("a.dcm", 0)])
     request.images.append(AiImage(id="x", file_name="missing.dcm", index=1))
