@@ -10,7 +10,7 @@ TRAIN_VENV := .venv-train
 TRAIN_STAMP := $(TRAIN_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format typecheck check bench soak triton serve models up down clean
+.PHONY: help venv run test lint format typecheck check bench soak fuzz triton serve models up down clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench: $(STAMP) ## Benchmarks: aicoco formatting and the gateway against local T
 
 soak: $(STAMP) ## Ten minutes of mixed load at twice MAX_IN_FLIGHT, with memory sampled
 	$(PY) -m benchmarks soak
+
+fuzz: $(STAMP) ## 10,000 mutated DICOM, NIfTI, PNG and JPEG files through the readers
+	$(PY) -W ignore -m tests.gateway.readers.fuzzing --cases 10000
 
 $(TRAIN_STAMP): training/requirements.txt
 	@test -x $(TRAIN_VENV)/bin/python || $(PYTHON) -m venv $(TRAIN_VENV)

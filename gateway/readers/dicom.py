@@ -39,7 +39,8 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.encaps import generate_frames
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.pixels.decoders.base import get_decoder
@@ -62,6 +63,7 @@ from gateway.errors import (
     UnsupportedImage,
 )
 from gateway.readers.base import unreadable
+from gateway.readers.codestream import declared_size
 from gateway.readers.limits import VoxelBudget
 from gateway.request import Upload
 
@@ -84,6 +86,7 @@ _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 # converts values lazily, on access).
 _DICOM_ERRORS = (
     InvalidDicomError,
+    BytesLengthException,
     AttributeError,
     OverflowError,
     ValueError,
@@ -149,25 +152,55 @@ def read_header(upload: Upload, budget: VoxelBudget) -> DicomHeader:
         ds = pydicom.dcmread(upload.path, force=True, defer_size=_DEFER_BYTES)
     except Exception as exc:  # the parser's boundary: see decode_frames
         raise unreadable(name, "DICOM file", "its header cannot be parsed", exc) from exc
-    if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
-        sop_class = UID(str(ds.get("SOPClassUID", "")))
-        if len(ds) == 0 or "Rows" in ds or sop_class.name.endswith("Image Storage"):
-            raise UnreadableFile(
-                f"'{name}' is a DICOM file without pixel data where an image was expected: the "
-                "file is truncated or its pixel data element is missing",
-                details={"file_name": name},
-            )
-        what = f"a {sop_class.name} object" if sop_class else "a DICOM dataset"
-        raise UnsupportedImage(
-            f"'{name}' is {what} without pixel data; send DICOM images",
-            details={"file_name": name},
-        )
     try:
+        _require_pixel_data(name, ds)
         return _parse(upload, ds, budget)
     except ApiError:
         raise
     except _DICOM_ERRORS as exc:
         raise unreadable(name, "DICOM file", "its image attributes are malformed", exc) from exc
+
+
+def _check_codestreams(header: DicomHeader) -> None:
+    """Refuse encapsulated frames whose codestream declares another size than Rows x Columns,
+    before the decoder allocates for it (see :mod:`gateway.readers.codestream`)."""
+    ds = header.dataset
+    if not _transfer_syntax(ds).is_encapsulated or "PixelData" not in ds:
+        return
+    try:
+        sizes = [
+            declared_size(frame)
+            for frame in generate_frames(ds.PixelData, number_of_frames=header.frames)
+        ]
+    except Exception as exc:  # pydicom's boundary, as in decode_frames
+        raise unreadable(
+            header.file_name, "DICOM file", "its encapsulated pixel data is malformed", exc
+        ) from exc
+    for i, size in enumerate(sizes):
+        if size is not None and size != (header.rows, header.columns):
+            raise UnreadableFile(
+                f"'{header.file_name}' frame {i} is a compressed image of {size[0]} x {size[1]} "
+                f"pixels where the header declares {header.rows} x {header.columns} (Rows x "
+                "Columns): the file is damaged",
+                details={"file_name": header.file_name, "frame": i},
+            )
+
+
+def _require_pixel_data(name: str, ds: Dataset) -> None:
+    if any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+        return
+    sop_class = UID(str(ds.get("SOPClassUID", "")))
+    if len(ds) == 0 or "Rows" in ds or sop_class.name.endswith("Image Storage"):
+        raise UnreadableFile(
+            f"'{name}' is a DICOM file without pixel data where an image was expected: the "
+            "file is truncated or its pixel data element is missing",
+            details={"file_name": name},
+        )
+    what = f"a {sop_class.name} object" if sop_class else "a DICOM dataset"
+    raise UnsupportedImage(
+        f"'{name}' is {what} without pixel data; send DICOM images",
+        details={"file_name": name},
+    )
 
 
 def decode_frames(header: DicomHeader) -> Iterator[Frame]:
@@ -177,8 +210,9 @@ def decode_frames(header: DicomHeader) -> Iterator[Frame]:
     end, so the encoded bytes of a series' files do not accumulate next to the decoded stack.
     """
     ds = header.dataset
-    frames = iter_pixels(ds, as_rgb=True)
     try:
+        _check_codestreams(header)
+        frames = iter_pixels(ds, as_rgb=True)
         for i in range(header.frames):
             try:
                 frame = next(frames)
@@ -349,9 +383,10 @@ def _check_deflated_size(upload: Upload, budget: VoxelBudget) -> None:
     """
     try:
         meta = read_file_meta_info(upload.path)
-    except _DICOM_ERRORS:
+        deflated = meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+    except Exception:  # a peek only: dcmread's boundary reports a damaged file meta group
         return
-    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+    if not deflated:
         return
     bound = budget.limits.max_pixels_per_image * 8 + (1 << 20)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)

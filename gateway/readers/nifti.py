@@ -29,7 +29,6 @@ from __future__ import annotations
 import gzip
 import io
 import re
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,12 +37,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import numpy.typing as npt
-from nibabel.filebasedimages import ImageFileError
 from nibabel.fileholders import FileHolder
 from nibabel.orientations import apply_orientation, io_orientation
-from nibabel.spatialimages import HeaderDataError
 
-from gateway.errors import UnreadableFile, UnsupportedImage
+from gateway.errors import ApiError, UnreadableFile, UnsupportedImage
 from gateway.readers.base import finite_range, unreadable
 from gateway.readers.detect import nifti_version
 from gateway.readers.limits import VoxelBudget
@@ -54,15 +51,6 @@ HOUNSFIELD_MINIMUM = -900.0
 
 _CT_WORD = re.compile(rb"\bCT\b")
 _UNIT_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001}
-_NIFTI_ERRORS = (
-    ImageFileError,
-    HeaderDataError,
-    OSError,
-    EOFError,
-    ValueError,
-    TypeError,
-    zlib.error,
-)
 
 
 @dataclass(frozen=True)
@@ -87,7 +75,7 @@ class NiftiVolume:
 
 def read_header(upload: Upload, budget: VoxelBudget) -> NiftiHeader:
     """The volume's oriented shape and spacing, checked against ``budget``."""
-    with _image(upload) as image:
+    with _image(upload) as image, _boundary(upload.file_name, "its header values are unusable"):
         header = image.header
         shape = _spatial_shape(upload.file_name, tuple(int(n) for n in header.get_data_shape()))
         affine = np.asarray(image.affine, dtype=np.float64)
@@ -125,14 +113,11 @@ def read_header(upload: Upload, budget: VoxelBudget) -> NiftiHeader:
 def read_volume(header: NiftiHeader) -> NiftiVolume:
     """Decode, orient (see the module's docstring) and scale the volume."""
     name = header.upload.file_name
-    with _image(header.upload) as image:
+    with _image(header.upload) as image, _boundary(name, "its voxel data cannot be read"):
         # nibabel moves scl_slope/scl_inter from the header into the array proxy on load.
         slope, intercept = float(image.dataobj.slope), float(image.dataobj.inter)
-        try:
-            raw = np.asanyarray(image.dataobj.get_unscaled())
-            _verify_stream(image)
-        except _NIFTI_ERRORS as exc:
-            raise unreadable(name, "NIfTI file", "its voxel data cannot be read", exc) from exc
+        raw = np.asanyarray(image.dataobj.get_unscaled())
+        _verify_stream(image)
     if raw.dtype.fields is not None or np.iscomplexobj(raw):
         raise UnsupportedImage(
             f"'{name}' holds {raw.dtype} voxels; only real scalar volumes are supported",
@@ -175,9 +160,25 @@ def _image(upload: Upload) -> Iterator[Any]:
             holder = FileHolder(fileobj=f)
             file_map = {"header": holder, "image": holder}
             image = image_class.from_file_map(file_map)  # type: ignore[no-untyped-call]
-        except _NIFTI_ERRORS as exc:
+        except ApiError:
+            raise
+        except Exception as exc:  # nibabel's boundary: see _boundary
             raise unreadable(name, "NIfTI file", "its header cannot be parsed", exc) from exc
         yield image
+
+
+@contextmanager
+def _boundary(file_name: str, what: str) -> Iterator[None]:
+    """Whatever nibabel or zlib raise on a file's bytes or header values (an IndexError for a
+    negative dim, an OverflowError for an infinite vox_offset, a zlib.error for a damaged
+    stream) makes the file unreadable: 422 naming it, never a 500. The gateway's own errors
+    pass through."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except Exception as exc:
+        raise unreadable(file_name, "NIfTI file", what, exc) from exc
 
 
 def _spatial_unit(header: Any) -> str:

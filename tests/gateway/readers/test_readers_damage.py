@@ -13,14 +13,17 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileDataset
+from pydicom.encaps import generate_frames
 from pydicom.sequence import Sequence
 from pydicom.uid import EnhancedCTImageStorage
 
 from gateway.errors import InconsistentSeries, UnreadableFile
 from gateway.pipelines.preprocessing import value_range
 from gateway.readers import ImageSet, ReadLimits, read_images
+from gateway.readers.codestream import declared_size
 from tests.factories import RequestFiles, dicom_dataset, pydicom_file
 
 LIMITS = ReadLimits(max_pixels_per_image=100_000_000, max_total_voxels=1_500_000_000)
@@ -197,3 +200,31 @@ def test_an_unknown_spatial_unit_is_read_as_millimetres(tmp_path: Path) -> None:
     image.header["xyzt_units"] = 7  # not a NIfTI unit code
     result = read(tmp_path, {"u.nii": image.to_bytes()})
     assert result.spacing == (3.0, 2.0, 2.0)
+
+
+def test_a_codestream_larger_than_the_header_says_is_refused_before_decoding(
+    tmp_path: Path,
+) -> None:
+    """Found by `make fuzz`: one altered byte in a JPEG 2000 SIZ marker declared 16.7 M rows
+    under a 1024 x 256 header, and openjpeg allocated 24 GiB before failing (an OOM kill)."""
+    data = bytearray(pydicom_file("JPEG2000.dcm").read_bytes())
+    siz = data.index(b"\xff\x4f\xff\x51")
+    ysiz = siz + 12
+    data[ysiz : ysiz + 4] = (1024 * 16384).to_bytes(4, "big")
+    with pytest.raises(UnreadableFile, match=r"16777216 x 256 pixels where the header declares"):
+        read(tmp_path, {"j.dcm": bytes(data)})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "JPEG2000.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+    ],
+)
+def test_codestream_sizes_of_real_files_match_their_headers(name: str) -> None:
+    ds = pydicom.dcmread(pydicom_file(name))
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    assert declared_size(frame) == (ds.Rows, ds.Columns)
