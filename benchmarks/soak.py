@@ -192,10 +192,32 @@ def main(argv: list[str]) -> int:
 
             _load(_Soak(url), mix, args.warm_up, memory)
             start = _quiet(memory)
+            split_start = _triton_split(server)
             soak = _Soak(url)
             samples = _load(soak, mix, args.minutes * 60, memory)
             end = _quiet(memory)
+            split_end = _triton_split(server)
+    print(f"  triton, idle, by process (MiB): {_split_text(split_start, split_end)}")
     return _report(soak, args.minutes, samples, start, end)
+
+
+def _triton_split(server: int) -> dict[str, int]:
+    """Resident KiB of the server and of each backend stub, by the model the stub serves."""
+    split = {}
+    for pid in group_members(server):
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        # The stub's first argument is the model file: <repository>/<model>/<version>/<file>.
+        model = next((Path(a.decode()).parent.parent.name for a in command[1:2]), "")
+        name = "tritonserver" if pid == server else f"stub {model or pid}"
+        split[name] = _rss_kib([pid])
+    return split
+
+
+def _split_text(start: dict[str, int], end: dict[str, int]) -> str:
+    return ", ".join(
+        f"{name} {start.get(name, 0) / 1024:.0f} -> {end.get(name, 0) / 1024:.0f}"
+        for name in sorted(set(start) | set(end))
+    )
 
 
 def _load(

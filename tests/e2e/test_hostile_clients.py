@@ -72,7 +72,7 @@ def access_lines(upload_dir: Path, route: str) -> list[dict[str, Any]]:
 
 def long_series_with_far_findings() -> tuple[bytes, list[int]]:
     """300 slices of 512 x 512 (a NIfTI in HU): lungs through every slice, one nodule near
-    slice 50 and one near slice 250, 200 slices apart."""
+    slice 50 in the right lung and one near slice 250 in the left, 200 slices apart."""
     slices = 300
     y, x = np.ogrid[0:512, 0:512]
     body = ((y - 256) / 200.0) ** 2 + ((x - 256) / 240.0) ** 2 < 1
@@ -81,18 +81,20 @@ def long_series_with_far_findings() -> tuple[bytes, list[int]]:
     plane[body] = 40
     plane[lungs] = -850
     volume = np.repeat(plane[np.newaxis], slices, axis=0)
-    centres = [50, 250]
-    for z in centres:
+    # Far apart in plane too (one in each lung): the nodule channel's bounding box is then wide
+    # enough that it is cut into blocks of a few dozen slices, most of them empty.
+    centres = {50: (180, 146), 250: (320, 366)}
+    for z, (row, col) in centres.items():
         for dz in range(-4, 5):
             radius = np.sqrt(max(14.0**2 - (dz * 2.5) ** 2, 0.0))
-            disc = (y - 250) ** 2 + (x - 146) ** 2 <= radius**2
+            disc = (y - row) ** 2 + (x - col) ** 2 <= radius**2
             volume[z + dz][disc] = 30
     # NIfTI's first axes are x, y: (Z, H, W) -> (W, H, Z).
     image = nib.Nifti1Image(  # type: ignore[no-untyped-call]
         np.ascontiguousarray(volume.transpose(2, 1, 0)), np.diag([0.7, 0.7, 2.5, 1.0])
     )
     data: bytes = image.to_bytes()
-    return gzip.compress(data, compresslevel=1), centres
+    return gzip.compress(data, compresslevel=1), sorted(centres)
 
 
 def test_a_long_series_with_findings_far_apart(gateway: tuple[str, Path]) -> None:
