@@ -226,3 +226,15 @@ def chest_png() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(chest_slice()).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def chest_hu_plane() -> npt.NDArray[np.int16]:
+    """One 512 x 512 axial plane in Hounsfield units: air around a body with two dark lungs,
+    centred on rows 250 and columns 146 and 366."""
+    y, x = np.ogrid[0:512, 0:512]
+    body = ((y - 256) / 200.0) ** 2 + ((x - 256) / 240.0) ** 2 < 1
+    lungs = body & ((((y - 250) / 120.0) ** 2 + ((np.abs(x - 256) - 110) / 70.0) ** 2) < 1)
+    plane = np.full((512, 512), -1000, dtype=np.int16)
+    plane[body] = 40
+    plane[lungs] = -850
+    return plane

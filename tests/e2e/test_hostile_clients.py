@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.factories import chest_png, make_ct_series, phantom_hu
+from tests.factories import chest_hu_plane, chest_png, make_ct_series, phantom_hu
 from triton_local import LocalTriton, free_port
 from triton_local.process import group_members
 
@@ -75,12 +75,7 @@ def long_series_with_far_findings() -> tuple[bytes, list[int]]:
     slice 50 in the right lung and one near slice 250 in the left, 200 slices apart."""
     slices = 300
     y, x = np.ogrid[0:512, 0:512]
-    body = ((y - 256) / 200.0) ** 2 + ((x - 256) / 240.0) ** 2 < 1
-    lungs = body & ((((y - 250) / 120.0) ** 2 + ((np.abs(x - 256) - 110) / 70.0) ** 2) < 1)
-    plane = np.full((512, 512), -1000, dtype=np.int16)
-    plane[body] = 40
-    plane[lungs] = -850
-    volume = np.repeat(plane[np.newaxis], slices, axis=0)
+    volume = np.repeat(chest_hu_plane()[np.newaxis], slices, axis=0)
     # Far apart in plane too (one in each lung): the nodule channel's bounding box is then wide
     # enough that it is cut into blocks of a few dozen slices, most of them empty.
     centres = {50: (180, 146), 250: (320, 366)}

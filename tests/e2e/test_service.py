@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from tests.factories import chest_png
+from tests.factories import chest_hu_plane, chest_png
 from triton_local import LocalTriton, free_port
 
 pytestmark = pytest.mark.e2e
@@ -204,13 +204,7 @@ def test_metrics_have_the_stage_histograms(http: httpx.Client) -> None:
 
 def ct_volume(slices: int) -> bytes:
     """A CT-like NIfTI volume in Hounsfield units: air around a body with two dark lungs."""
-    y, x = np.ogrid[0:512, 0:512]
-    body = ((y - 256) / 200.0) ** 2 + ((x - 256) / 240.0) ** 2 < 1
-    lungs = body & ((((y - 250) / 120.0) ** 2 + ((np.abs(x - 256) - 110) / 70.0) ** 2) < 1)
-    plane = np.full((512, 512), -1000, dtype=np.int16)
-    plane[body] = 40
-    plane[lungs] = -850
-    volume = np.repeat(plane.T[:, :, np.newaxis], slices, axis=2)
+    volume = np.repeat(chest_hu_plane().T[:, :, np.newaxis], slices, axis=2)
     image = nib.Nifti1Image(volume, np.diag([0.7, 0.7, 2.5, 1.0]))  # type: ignore[no-untyped-call]
     data: bytes = image.to_bytes()
     return data
