@@ -111,8 +111,9 @@ def run_local(settings: Settings, repository: Path, log_dir: Path) -> int:
         # gateway reconnects to it without a restart of its own.
         with TritonSupervisor(triton):
             settings = replace(settings, triton_url=triton.grpc_url)
-            shown = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
-            if settings.host in {"0.0.0.0", "::"}:
+            exposed = settings.host in {"0.0.0.0", "::"}
+            shown = "127.0.0.1" if exposed else settings.host
+            if exposed:
                 print(
                     f"HOST={settings.host}: the gateway accepts patient images from the whole "
                     "network, without authentication.",

@@ -67,10 +67,6 @@ class InferenceQueue:
         self._depth = metrics.queue_depth
         self._wait = metrics.queue_wait_seconds
 
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one slot for the body of the ``async with``; waits in turn for it."""
@@ -99,9 +95,7 @@ class InferenceQueue:
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled():
                 # The slot was handed over just as the wait ended: pass it on, unused.
-                self.count -= 1
-                self._in_flight.dec()
-                self._wake()
+                self._release()
             else:
                 waiter.cancel()
                 self._waiters.remove(waiter)

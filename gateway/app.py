@@ -66,6 +66,7 @@ def create_app(
         queue=InferenceQueue(
             settings.max_in_flight, settings.max_queue, settings.queue_timeout_s, metrics
         ),
+        pace=Pace(settings.upload_idle_timeout_s, settings.upload_min_rate),
     )
 
     @asynccontextmanager
@@ -109,9 +110,7 @@ def create_app(
     app.state.openapi = None
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     # Outermost: it must see every response, the error pages of the middleware above included.
-    app.add_middleware(
-        UnreadBodyMiddleware, pace=Pace(settings.upload_idle_timeout_s, settings.upload_min_rate)
-    )
+    app.add_middleware(UnreadBodyMiddleware, pace=service.pace)
     return app
 
 

@@ -14,7 +14,6 @@ default rate (16 KiB/s, a 500 MiB series in under nine hours).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -39,10 +38,10 @@ async def receive_body(receive: Receive, pace: Pace) -> AsyncGenerator[bytes, No
     cancel-safe (hypercorn's is a queue's ``get``), so no message is lost by that.
     """
     loop = asyncio.get_running_loop()
-    window_end = loop.time() + pace.window_s
+    started = loop.time()
+    window_end = started + pace.window_s
     window_bytes = 0
     total = 0
-    started = time.monotonic()
     while True:
         try:
             async with asyncio.timeout_at(window_end):
@@ -63,7 +62,7 @@ async def receive_body(receive: Receive, pace: Pace) -> AsyncGenerator[bytes, No
         if now >= window_end:
             needed = pace.min_rate * pace.window_s
             if window_bytes < needed:
-                raise _too_slow(pace, total, time.monotonic() - started, window_bytes)
+                raise _too_slow(pace, total, now - started, window_bytes)
             window_end = now + pace.window_s
             window_bytes = 0
 

@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from aicoco import AiImage, IdGenerator
-from gateway.body import Pace, receive_body
+from gateway.body import receive_body
 from gateway.errors import InvalidAiCOCO, InvalidInput, UnreadableFile, UploadTimeout
 from gateway.json_fields import parse_field
 from gateway.metrics import Metrics
@@ -65,10 +65,9 @@ async def invoke(request: Request) -> Response:
     stages = _StageTimes(service.metrics, model_name)
     started = time.perf_counter()
     limits = FormLimits(settings.max_request_bytes, settings.max_files)
-    pace = Pace(settings.upload_idle_timeout_s, settings.upload_min_rate)
     with upload_folder(settings.upload_dir) as folder:
         with service.uploads.slot():
-            chunks = receive_body(request.receive, pace)
+            chunks = receive_body(request.receive, service.pace)
             try:
                 form = await parse_form(chunks, boundary, folder, limits)
             except UploadTimeout:

@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 
 from aicoco import AiCOCOOutput
 from gateway.admission import InferenceQueue, UploadGate
+from gateway.body import Pace
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import Metrics
 from gateway.request import InferenceRequest
@@ -50,6 +51,8 @@ class Service:
     metrics: Metrics
     uploads: UploadGate
     queue: InferenceQueue
+    pace: Pace
+    """The upload pace, shared by body reading and the drain after early answers."""
     catalog: Catalog | None = None
     """Set by the lifespan once Triton's client exists."""
     triton: TritonHealth | None = None

@@ -125,13 +125,15 @@ def read_volume(header: NiftiHeader) -> NiftiVolume:
         )
     ras = apply_orientation(raw.reshape(header.stored_shape), header.ornt)  # type: ignore[no-untyped-call]
     pixels = _scaled(ras.transpose(2, 1, 0)[:, ::-1, ::-1], slope, intercept)
-    if np.issubdtype(pixels.dtype, np.floating):
+    floating = np.issubdtype(pixels.dtype, np.floating)
+    if floating:
         # An infinite voxel is treated like NaN: it has no intensity to compare or scale.
         np.copyto(pixels, np.float32(np.nan), where=np.isinf(pixels))
-    low = finite_range(pixels)[0] if np.issubdtype(pixels.dtype, np.floating) else None
-    if low is None:
-        low = float(pixels.min()) if pixels.size else 0.0
-    hounsfield = header.ct_description or (pixels.size > 0 and low <= HOUNSFIELD_MINIMUM)
+    if pixels.size == 0:
+        hounsfield = header.ct_description
+    else:
+        low = finite_range(pixels)[0] if floating else float(pixels.min())
+        hounsfield = header.ct_description or low <= HOUNSFIELD_MINIMUM
     return NiftiVolume(pixels=pixels, hounsfield=hounsfield, spacing=header.spacing)
 
 

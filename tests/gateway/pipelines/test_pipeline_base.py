@@ -157,14 +157,19 @@ class Recording(AiCOCOImagePipeline):
         ).model_dump()
 
 
-def test_stage_arguments_and_reordering(tmp_path: Path) -> None:
-    request = request_for(tmp_path, [("a.dcm", 2), ("b.dcm", 0), ("c.dcm", 1)])
-
-    async def scenario(binding: PipelineBinding) -> tuple[Recording, AiCOCOOutput]:
+def run_recording(request: InferenceRequest) -> tuple[Recording, Any]:
+    async def scenario(binding: PipelineBinding) -> tuple[Recording, Any]:
         pipeline = Recording(binding)
         return pipeline, await pipeline(request)
 
-    pipeline, output = with_binding(scenario)
+    result: tuple[Recording, Any] = with_binding(scenario)
+    return result
+
+
+def test_stage_arguments_and_reordering(tmp_path: Path) -> None:
+    request = request_for(tmp_path, [("a.dcm", 2), ("b.dcm", 0), ("c.dcm", 1)])
+
+    pipeline, output = run_recording(request)
     assert isinstance(output, AiCOCOOutput)
     images, data = pipeline.last
     paths = {name: str(upload.path) for name, upload in request.uploads.items()}
@@ -183,11 +188,7 @@ def test_a_field_named_like_a_parameter_cannot_collide(tmp_path: Path, field: st
     request = request_for(tmp_path, [("a.dcm", 0)])
     request.fields[field] = "client's value"
 
-    async def scenario(binding: PipelineBinding) -> tuple[Recording, AiCOCOOutput]:
-        pipeline = Recording(binding)
-        return pipeline, await pipeline(request)
-
-    pipeline, output = with_binding(scenario)
+    pipeline, output = run_recording(request)
     assert isinstance(output, AiCOCOOutput)
     _, data = pipeline.last
     expected = {"meta", "threshold", "uploads"} | (

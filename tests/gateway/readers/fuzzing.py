@@ -200,7 +200,7 @@ def _encode(dataset: Dataset) -> bytes:
     buffer = io.BytesIO()
     try:
         dataset.save_as(buffer, enforce_file_format=False)
-    except Exception:  # a deletion pydicom itself cannot write: send the raw value instead
+    except Exception:  # a deletion pydicom itself cannot write: the case sends an empty file
         return b""
     return buffer.getvalue()
 
