@@ -1,21 +1,84 @@
-"""The gateway's error vocabulary.
+"""The gateway's error vocabulary: each class declares its status, code, and when it happens and
+what the client should change.
 
-Errors are part of the API: every failure a client can see is one of these classes, each with a
-stable machine-readable ``code`` and an HTTP ``status``. Messages tell the caller what to change.
-The JSON body is ``{"error": {"code", "message", "request_id", "details"}}``.
+Errors are part of the API. Every failure a client can see is one of these classes, and the
+error table of ``docs/errors.md``, ``x-error-codes`` in ``/openapi.json`` and ``/docs`` are all
+generated from them (:func:`error_classes`), so a new error is documented by being declared.
+Messages add the particulars: which file, which limit, which model. The JSON body is
+``{"error": {"code", "message", "request_id", "details"}}``.
+
+The tree, by HTTP status (catch a parent to catch its children)::
+
+    ApiError
+    ├── MalformedRequest                 400 malformed_request
+    │   ├── MalformedMultipart               malformed_multipart
+    │   └── MalformedJSON                    malformed_json
+    │       ├── JSONTooDeep                  json_too_deep
+    │       ├── JSONNumberTooLarge           json_number_too_large
+    │       └── InvalidJSONText              invalid_json_text
+    ├── ModelNotFound                    404 model_not_found
+    ├── RouteNotFound                    404 not_found
+    ├── MethodNotAllowed                 405 method_not_allowed
+    ├── UploadTimeout                    408 upload_timeout (closes the connection)
+    ├── PayloadTooLarge                  413 payload_too_large
+    │   ├── TooManyFiles                     too_many_files
+    │   └── ImageTooLarge                    image_too_large
+    ├── UnsupportedFileType              415 unsupported_file_type
+    ├── UnsupportedMediaType             415 unsupported_media_type
+    ├── InvalidInput                     422 invalid_input
+    │   ├── InvalidAiCOCO                    invalid_aicoco
+    │   ├── FileMismatch                     file_mismatch
+    │   ├── UnreadableFile                   unreadable_file
+    │   ├── InconsistentSeries               inconsistent_series
+    │   └── UnsupportedImage                 unsupported_image
+    ├── InternalError                    500 internal_error
+    ├── InvalidModelOutput               500 invalid_model_output
+    ├── InvalidModelConfig               500 invalid_model_config
+    ├── ModelError                       502 model_error
+    ├── ServiceUnavailable               503 service_unavailable (Retry-After)
+    │   ├── ServerBusy                       server_busy
+    │   ├── TritonUnavailable                triton_unavailable
+    │   └── ModelNotReady                    model_not_ready
+    └── TritonTimeout                    504 triton_timeout
+
+A test checks this drawing against the classes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 
-class ApiError(Exception):
-    """Base of every error that reaches a client as JSON."""
+class _Declared(type):
+    """Refuses, before it exists, an error class that does not declare its own documentation."""
 
-    status: ClassVar[int] = 500
-    code: ClassVar[str] = "internal_error"
+    def __new__(
+        mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
+    ) -> _Declared:
+        if any(isinstance(base, _Declared) for base in bases):
+            missing = [key for key in ("code", "when", "fix") if key not in namespace]
+            if "status" not in namespace and not any(hasattr(b, "status") for b in bases):
+                missing.append("status")
+            if missing:
+                raise TypeError(f"error class {name} must declare {', '.join(missing)}")
+        return super().__new__(mcs, name, bases, namespace, **kwargs)
+
+
+class ApiError(Exception, metaclass=_Declared):
+    """Base of every error that reaches a client as JSON; never raised itself.
+
+    A subclass declares ``code``, ``when`` and ``fix`` in its own body (checked as the class
+    statement runs, so an undocumented error cannot exist) and inherits ``status`` from its
+    parent unless it declares its own.
+    """
+
+    status: ClassVar[int]
+    code: ClassVar[str]
+    when: ClassVar[str]
+    """When the error happens, in the client's terms."""
+    fix: ClassVar[str]
+    """What the client (or the operator) should change."""
     closes_connection: ClassVar[bool] = False
     """Answered with ``Connection: close``, without reading what is left of the body."""
 
@@ -36,124 +99,200 @@ class ApiError(Exception):
         return {"error": error}
 
 
+def error_classes() -> Iterator[type[ApiError]]:
+    """Every error class a client can see, each followed by its children, as drawn above."""
+    for cls in ApiError.__subclasses__():
+        yield cls
+        yield from _descendants(cls)
+
+
+def _descendants(cls: type[ApiError]) -> Iterator[type[ApiError]]:
+    for child in cls.__subclasses__():
+        yield child
+        yield from _descendants(child)
+
+
 # 400: the request itself cannot be parsed.
 class MalformedRequest(ApiError):
     status = 400
     code = "malformed_request"
+    when = (
+        "The request is not valid HTTP/1.1 or its headers cannot be used, e.g. a "
+        "Content-Length that is not a number."
+    )
+    fix = "Let an HTTP library build the request."
 
 
 class MalformedMultipart(MalformedRequest):
     code = "malformed_multipart"
+    when = (
+        "The body is not valid multipart/form-data: no boundary, a part without a name, a body "
+        "cut short before its closing boundary."
+    )
+    fix = "Let an HTTP library build the multipart body; check the upload was not interrupted."
 
 
 class MalformedJSON(MalformedRequest):
     code = "malformed_json"
+    when = "A field besides 'files' (images, meta, data...) is not valid JSON."
+    fix = 'Send every field as JSON text; a plain string goes in quotes ("text").'
 
 
 class JSONTooDeep(MalformedJSON):
     """Arrays and objects nested past the limit: no AiCOCO field needs it, a parser bomb does."""
 
     code = "json_too_deep"
+    when = "A JSON field nests arrays and objects more than 32 levels deep."
+    fix = "Send AiCOCO fields as documented; they need a few levels, not hundreds."
 
 
 class JSONNumberTooLarge(MalformedJSON):
     code = "json_number_too_large"
+    when = "A JSON number has more than 64 characters, or is a float beyond 64-bit range."
+    fix = "Send numbers that fit a 64-bit float; send long identifiers as strings."
 
 
 class InvalidJSONText(MalformedJSON):
     """A ``\\uD800``-style escape without its pair: valid JSON syntax, but no character."""
 
     code = "invalid_json_text"
+    when = "A JSON string holds half of a UTF-16 surrogate pair (an escape like \\ud800 alone)."
+    fix = "Send the text as UTF-8, or escape both halves of the pair."
 
 
 # 404
 class ModelNotFound(ApiError):
     status = 404
     code = "model_not_found"
+    when = "No model of that name in Triton's model repository."
+    fix = "Pick a name from GET /models, or add the model folder to the repository."
 
 
 class RouteNotFound(ApiError):
     status = 404
     code = "not_found"
+    when = "No route at this path."
+    fix = "See /docs for the routes."
 
 
 class MethodNotAllowed(ApiError):
     status = 405
     code = "method_not_allowed"
+    when = "The route exists but not with this HTTP method."
+    fix = "Use the method listed in the Allow header."
 
 
 # 408
 class UploadTimeout(ApiError):
-    """The body stalled, or trickled in below ``UPLOAD_MIN_RATE``: the connection is closed."""
-
     status = 408
     code = "upload_timeout"
     closes_connection = True
+    when = (
+        "The body stalled for UPLOAD_IDLE_TIMEOUT_S, or arrived slower than UPLOAD_MIN_RATE "
+        "over such a window; the connection is closed."
+    )
+    fix = "Check the client's network; send fewer files per request on a slow link."
 
 
 # 413: limits.
 class PayloadTooLarge(ApiError):
     status = 413
     code = "payload_too_large"
+    when = "The body is larger than MAX_REQUEST_BYTES, or the JSON fields are too large."
+    fix = "Send fewer or smaller files per request, or raise MAX_REQUEST_BYTES."
 
 
 class TooManyFiles(PayloadTooLarge):
     code = "too_many_files"
+    when = "More 'files' parts than MAX_FILES."
+    fix = "Split the series over several requests, or raise MAX_FILES."
 
 
 class ImageTooLarge(PayloadTooLarge):
     """More pixels than the configured bound: a decompression bomb or a volume we won't hold."""
 
     code = "image_too_large"
+    when = (
+        "A frame has more pixels than MAX_PIXELS_PER_IMAGE, or the request more than "
+        "MAX_TOTAL_VOXELS (a decompression bomb, or a volume too large to hold)."
+    )
+    fix = "Downsample or crop the images, or raise the limits."
 
 
 # 415
 class UnsupportedFileType(ApiError):
     status = 415
     code = "unsupported_file_type"
+    when = "A file is not DICOM, NIfTI (.nii, .nii.gz), PNG or JPEG."
+    fix = "Convert the file to one of the supported formats."
 
 
 class UnsupportedMediaType(ApiError):
-    """The request body is not ``multipart/form-data``."""
-
     status = 415
     code = "unsupported_media_type"
+    when = "The body is not multipart/form-data."
+    fix = "Send multipart/form-data with repeated 'files' parts and an 'images' field."
 
 
 # 422: well-formed, but not something we can run.
 class InvalidInput(ApiError):
     status = 422
     code = "invalid_input"
+    when = (
+        "The request is well-formed but unusable: a file name that is a path ('a/b.png', "
+        "'../x', backslashes, control characters), a 'files' part without a filename, a field "
+        "sent twice."
+    )
+    fix = (
+        "Send plain base names, the same in the files and in the images entries; send each "
+        "field once."
+    )
 
 
 class InvalidAiCOCO(InvalidInput):
     code = "invalid_aicoco"
+    when = (
+        "The images entries are missing or not valid AiCOCO: not a list, empty, an entry "
+        "without id/file_name/index, a wrong type (index not an integer), duplicate ids."
+    )
+    fix = "Fix the entries; details.errors lists each problem with its location."
 
 
 class FileMismatch(InvalidInput):
-    """Uploaded files and ``images`` entries do not pair up one to one by exact name."""
-
     code = "file_mismatch"
+    when = (
+        "Files and images entries do not pair up by exact file name: an entry without a file, "
+        "a file without an entry, two files with the same name."
+    )
+    fix = "Give every file exactly one name and at least one entry with that file_name."
 
 
 class UnreadableFile(InvalidInput):
     code = "unreadable_file"
+    when = "A file cannot be decoded: empty, truncated, or not what its name says."
+    fix = "Re-export the file; check the upload sends the file's bytes unchanged."
 
 
 class InconsistentSeries(InvalidInput):
     code = "inconsistent_series"
+    when = "The files of a series disagree: mixed orientations or sizes, missing slices."
+    fix = "Send one complete series per request."
 
 
 class UnsupportedImage(InvalidInput):
     """A readable file whose content the model cannot take (wrong channels, bit depth...)."""
 
     code = "unsupported_image"
+    when = "The file is readable but the model cannot take it (channels, bit depth, dimensions)."
+    fix = "Check the model's input in GET /models/{name}."
 
 
 # 5xx
 class InternalError(ApiError):
     status = 500
     code = "internal_error"
+    when = "A bug in the gateway. The log line with the same request_id has the traceback."
+    fix = "Report it with the request_id."
 
 
 class InvalidModelOutput(ApiError):
@@ -161,41 +300,8 @@ class InvalidModelOutput(ApiError):
 
     status = 500
     code = "invalid_model_output"
-
-
-class ModelError(ApiError):
-    """Triton ran the model and the model failed."""
-
-    status = 502
-    code = "model_error"
-
-
-class ServiceUnavailable(ApiError):
-    status = 503
-    code = "service_unavailable"
-    retry_after_s: ClassVar[int] = 1
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
-
-
-class ServerBusy(ServiceUnavailable):
-    code = "server_busy"
-
-
-class TritonUnavailable(ServiceUnavailable):
-    code = "triton_unavailable"
-    retry_after_s = 5
-
-
-class ModelNotReady(ServiceUnavailable):
-    code = "model_not_ready"
-    retry_after_s = 5
-
-
-class TritonTimeout(ApiError):
-    status = 504
-    code = "triton_timeout"
+    when = "The model answered with tensors that do not match its configuration."
+    fix = "Fix the model or its config.pbtxt parameters."
 
 
 class InvalidModelConfig(ApiError):
@@ -207,3 +313,53 @@ class InvalidModelConfig(ApiError):
 
     status = 500
     code = "invalid_model_config"
+    when = "The model's config.pbtxt parameters (aicoco.*) or tensors do not fit its pipeline."
+    fix = "Fix the model's config.pbtxt; the message names the model and the parameter."
+
+
+class ModelError(ApiError):
+    status = 502
+    code = "model_error"
+    when = "Triton ran the model and the model failed."
+    fix = "See the message (Triton's) and Triton's log."
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    code = "service_unavailable"
+    when = "The gateway is starting or stopping."
+    fix = "Retry after the Retry-After header's seconds."
+    retry_after_s: ClassVar[int] = 1
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class ServerBusy(ServiceUnavailable):
+    code = "server_busy"
+    when = (
+        "The gateway is saturated: MAX_UPLOADS bodies are being received, MAX_QUEUE requests "
+        "already wait for an inference slot, or this one waited QUEUE_TIMEOUT_S for one."
+    )
+    fix = "Retry after the Retry-After header's seconds, or add gateway replicas."
+
+
+class TritonUnavailable(ServiceUnavailable):
+    code = "triton_unavailable"
+    retry_after_s = 5
+    when = "Triton cannot be reached."
+    fix = "Retry later; check Triton is running and TRITON_URL points at it."
+
+
+class ModelNotReady(ServiceUnavailable):
+    code = "model_not_ready"
+    retry_after_s = 5
+    when = "The model exists but is not loaded (loading, or failed to load)."
+    fix = "Retry later; GET /models shows readiness and Triton's log the reason."
+
+
+class TritonTimeout(ApiError):
+    status = 504
+    code = "triton_timeout"
+    when = "Triton did not answer within TRITON_TIMEOUT_S."
+    fix = "Retry with fewer images, or raise TRITON_TIMEOUT_S."

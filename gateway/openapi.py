@@ -13,144 +13,12 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterator
 from importlib import metadata, resources
 from typing import Any
 
 from aicoco import AiImage
 from gateway import errors
 from gateway.settings import Settings
-
-# The catalogue of error codes: when each happens and what the client should change.
-ERROR_GUIDE: dict[str, tuple[str, str]] = {
-    "malformed_request": (
-        "The request is not valid HTTP/1.1 or its headers cannot be used, e.g. a "
-        "Content-Length that is not a number.",
-        "Let an HTTP library build the request.",
-    ),
-    "malformed_multipart": (
-        "The body is not valid multipart/form-data: no boundary, a part without a name, "
-        "a body cut short before its closing boundary.",
-        "Let an HTTP library build the multipart body; check the upload was not interrupted.",
-    ),
-    "malformed_json": (
-        "A field besides 'files' (images, meta, data...) is not valid JSON.",
-        'Send every field as JSON text; a plain string goes in quotes ("text").',
-    ),
-    "json_too_deep": (
-        "A JSON field nests arrays and objects more than 32 levels deep.",
-        "Send AiCOCO fields as documented; they need a few levels, not hundreds.",
-    ),
-    "json_number_too_large": (
-        "A JSON number has more than 64 characters, or is a float beyond 64-bit range.",
-        "Send numbers that fit a 64-bit float; send long identifiers as strings.",
-    ),
-    "invalid_json_text": (
-        "A JSON string holds half of a UTF-16 surrogate pair (an escape like \\ud800 alone).",
-        "Send the text as UTF-8, or escape both halves of the pair.",
-    ),
-    "not_found": ("No route at this path.", "See /docs for the routes."),
-    "method_not_allowed": (
-        "The route exists but not with this HTTP method.",
-        "Use the method listed in the Allow header.",
-    ),
-    "model_not_found": (
-        "No model of that name in Triton's model repository.",
-        "Pick a name from GET /models, or add the model folder to the repository.",
-    ),
-    "upload_timeout": (
-        "The body stalled for UPLOAD_IDLE_TIMEOUT_S, or arrived slower than UPLOAD_MIN_RATE "
-        "over such a window; the connection is closed.",
-        "Check the client's network; send fewer files per request on a slow link.",
-    ),
-    "payload_too_large": (
-        "The body is larger than MAX_REQUEST_BYTES, or the JSON fields are too large.",
-        "Send fewer or smaller files per request, or raise MAX_REQUEST_BYTES.",
-    ),
-    "too_many_files": (
-        "More 'files' parts than MAX_FILES.",
-        "Split the series over several requests, or raise MAX_FILES.",
-    ),
-    "image_too_large": (
-        "A frame has more pixels than MAX_PIXELS_PER_IMAGE, or the request more than "
-        "MAX_TOTAL_VOXELS (a decompression bomb, or a volume too large to hold).",
-        "Downsample or crop the images, or raise the limits.",
-    ),
-    "unsupported_media_type": (
-        "The body is not multipart/form-data.",
-        "Send multipart/form-data with repeated 'files' parts and an 'images' field.",
-    ),
-    "unsupported_file_type": (
-        "A file is not DICOM, NIfTI (.nii, .nii.gz), PNG or JPEG.",
-        "Convert the file to one of the supported formats.",
-    ),
-    "invalid_input": (
-        "The request is well-formed but unusable: a file name that is a path ('a/b.png', "
-        "'../x', backslashes, control characters), a 'files' part without a filename, "
-        "a field sent twice.",
-        "Send plain base names, the same in the files and in the images entries; "
-        "send each field once.",
-    ),
-    "invalid_aicoco": (
-        "The images entries are missing or not valid AiCOCO: not a list, empty, an entry "
-        "without id/file_name/index, a wrong type (index not an integer), duplicate ids.",
-        "Fix the entries; details.errors lists each problem with its location.",
-    ),
-    "file_mismatch": (
-        "Files and images entries do not pair up by exact file name: an entry without a "
-        "file, a file without an entry, two files with the same name.",
-        "Give every file exactly one name and at least one entry with that file_name.",
-    ),
-    "unreadable_file": (
-        "A file cannot be decoded: empty, truncated, or not what its name says.",
-        "Re-export the file; check the upload sends the file's bytes unchanged.",
-    ),
-    "inconsistent_series": (
-        "The files of a series disagree: mixed orientations or sizes, missing slices.",
-        "Send one complete series per request.",
-    ),
-    "unsupported_image": (
-        "The file is readable but the model cannot take it (channels, bit depth, dimensions).",
-        "Check the model's input in GET /models/{name}.",
-    ),
-    "internal_error": (
-        "A bug in the gateway. The log line with the same request_id has the traceback.",
-        "Report it with the request_id.",
-    ),
-    "invalid_model_output": (
-        "The model answered with tensors that do not match its configuration.",
-        "Fix the model or its config.pbtxt parameters.",
-    ),
-    "invalid_model_config": (
-        "The model's config.pbtxt parameters (aicoco.*) or tensors do not fit its pipeline.",
-        "Fix the model's config.pbtxt; the message names the model and the parameter.",
-    ),
-    "model_error": (
-        "Triton ran the model and the model failed.",
-        "See the message (Triton's) and Triton's log.",
-    ),
-    "service_unavailable": (
-        "The gateway is starting or stopping.",
-        "Retry after the Retry-After header's seconds.",
-    ),
-    "server_busy": (
-        "The gateway is saturated: MAX_UPLOADS bodies are being received, MAX_QUEUE requests "
-        "already wait for an inference slot, or this one waited QUEUE_TIMEOUT_S for one.",
-        "Retry after the Retry-After header's seconds, or add gateway replicas.",
-    ),
-    "triton_unavailable": (
-        "Triton cannot be reached.",
-        "Retry later; check Triton is running and TRITON_URL points at it.",
-    ),
-    "model_not_ready": (
-        "The model exists but is not loaded (loading, or failed to load).",
-        "Retry later; GET /models shows readiness and Triton's log the reason.",
-    ),
-    "triton_timeout": (
-        "Triton did not answer within TRITON_TIMEOUT_S.",
-        "Retry with fewer images, or raise TRITON_TIMEOUT_S.",
-    ),
-}
 
 _STATUS_TEXT = {
     200: "AiCOCO output",
@@ -169,24 +37,12 @@ _STATUS_TEXT = {
 }
 
 
-def error_classes() -> Iterator[type[errors.ApiError]]:
-    """Every error class a client can see, the base first."""
-    pending: list[type[errors.ApiError]] = [errors.ApiError]
-    seen: set[str] = set()
-    while pending:
-        cls = pending.pop(0)
-        if cls.code not in seen:
-            seen.add(cls.code)
-            yield cls
-        pending.extend(cls.__subclasses__())
-
-
 def error_table() -> list[dict[str, Any]]:
-    rows = []
-    for cls in error_classes():
-        # A code added to gateway.errors without a guide entry still shows (a test flags it).
-        when, fix = ERROR_GUIDE.get(cls.code, ((cls.__doc__ or cls.__name__).strip(), ""))
-        rows.append({"status": cls.status, "code": cls.code, "when": when, "fix": fix})
+    """The error classes as rows, by status then code: ``x-error-codes`` and the docs table."""
+    rows = [
+        {"status": cls.status, "code": cls.code, "when": cls.when, "fix": cls.fix}
+        for cls in errors.error_classes()
+    ]
     return sorted(rows, key=lambda row: (row["status"], row["code"]))
 
 
