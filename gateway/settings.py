@@ -3,41 +3,26 @@
 A wrong value stops the gateway before it serves anything, with an error that names the variable,
 rather than surfacing later as a confusing failure inside a request.
 
-| Variable | Default | Meaning |
-|---|---|---|
-| `PORT` | `9111` | TCP port the gateway listens on. |
-| `HOST` | `127.0.0.1` | Interface to bind; `0.0.0.0` exposes it to the network (images do). |
-| `TRITON_URL` | `127.0.0.1:8001` | Triton's gRPC endpoint, `host:port` (no scheme). |
-| `DEFAULT_MODEL` | `lesion_classifier` | Served by `POST /invocations`; readiness needs it. |
-| `TRITON_TIMEOUT_S` | `60` | Seconds one Triton call may take (then 504). |
-| `MAX_REQUEST_BYTES` | `2GiB` | Largest body: bytes, or with a KiB/MiB/GiB/KB/MB/GB suffix. |
-| `MAX_FILES` | `4096` | Most file parts in one request (a CT series has hundreds). |
-| `MAX_PIXELS_PER_IMAGE` | `100000000` | Most pixels in one frame: stops decompression bombs. |
-| `MAX_TOTAL_VOXELS` | `1500000000` | Most pixels over all frames of one request. |
-| `MAX_IN_FLIGHT` | `4` | Inference requests run at once; the others wait in the queue. |
-| `MAX_QUEUE` | `64` | Requests waiting for an inference slot; past it, 503 `server_busy`. |
-| `QUEUE_TIMEOUT_S` | `30` | Longest wait for a slot, then 503 `server_busy` with `Retry-After`. |
-| `MAX_UPLOADS` | `64` | Request bodies received at once; past it, 503 `server_busy`. |
-| `UPLOAD_IDLE_TIMEOUT_S` | `10` | Window in which an upload must progress, then 408. |
-| `UPLOAD_MIN_RATE` | `16KiB` | Least body bytes per second over each window (slowloris guard). |
-| `CPU_WORKERS` | CPU count | Threads for decoding, preprocessing and contours. |
-| `PIPELINES` | empty | Custom pipelines: `model=package.module:Class,...`. |
-| `LOG_LEVEL` | `INFO` | `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`. |
-| `LOG_FORMAT` | `json` | `json` (one object per line) or `text`. |
-| `UPLOAD_DIR` | system temp | Uploads go to one folder per request here, always removed. |
+Each setting is declared once, as a field of :class:`Settings` made by :func:`setting`: its
+variable (the field's name in capitals), parser, default and help. :meth:`Settings.from_env`
+reads those declarations, and so does :func:`settings_markdown`, whose table the README carries
+(a test keeps the two equal, and checks ``compose.yaml`` against the defaults).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 T = TypeVar("T")
+Parser = Callable[[str, str], T]
+"""``parse(variable, raw)``: the value, or SettingsError naming the variable."""
 
 LogFormat = Literal["json", "text"]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -61,63 +46,39 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
-    port: int = 9111
-    host: str = "127.0.0.1"
-    triton_url: str = "127.0.0.1:8001"
-    default_model: str = "lesion_classifier"
-    triton_timeout_s: float = 60.0
-    max_request_bytes: int = 2 * 1024**3
-    max_files: int = 4096
-    max_pixels_per_image: int = 100_000_000
-    max_total_voxels: int = 1_500_000_000
-    max_in_flight: int = 4
-    max_queue: int = 64
-    queue_timeout_s: float = 30.0
-    max_uploads: int = 64
-    upload_idle_timeout_s: float = 10.0
-    upload_min_rate: int = 16 * 1024
-    cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    pipelines: dict[str, str] = field(default_factory=dict)
-    log_level: str = "INFO"
-    log_format: LogFormat = "json"
-    upload_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+class Declaration:
+    """What the environment variable of one setting means, beside its field's default."""
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
-        """Read every variable of the table above; unset or empty means the default."""
-        defaults = cls()
+    variable: str
+    parse: Parser[Any]
+    shown: str
+    """The default as the docs write it (``2GiB``, ``CPU count``)."""
+    help: str
 
-        def get(name: str, parse: Callable[[str, str], T], default: T) -> T:
-            raw = environ.get(name, "").strip()
-            return parse(name, raw) if raw else default
 
-        return cls(
-            port=get("PORT", _port, defaults.port),
-            host=get("HOST", _text, defaults.host),
-            triton_url=get("TRITON_URL", _triton_url, defaults.triton_url),
-            default_model=get("DEFAULT_MODEL", _text, defaults.default_model),
-            triton_timeout_s=get("TRITON_TIMEOUT_S", _positive_float, defaults.triton_timeout_s),
-            max_request_bytes=get("MAX_REQUEST_BYTES", _byte_size, defaults.max_request_bytes),
-            max_files=get("MAX_FILES", _positive_int, defaults.max_files),
-            max_pixels_per_image=get(
-                "MAX_PIXELS_PER_IMAGE", _positive_int, defaults.max_pixels_per_image
-            ),
-            max_total_voxels=get("MAX_TOTAL_VOXELS", _positive_int, defaults.max_total_voxels),
-            max_in_flight=get("MAX_IN_FLIGHT", _positive_int, defaults.max_in_flight),
-            max_queue=get("MAX_QUEUE", _non_negative_int, defaults.max_queue),
-            queue_timeout_s=get("QUEUE_TIMEOUT_S", _positive_float, defaults.queue_timeout_s),
-            max_uploads=get("MAX_UPLOADS", _positive_int, defaults.max_uploads),
-            upload_idle_timeout_s=get(
-                "UPLOAD_IDLE_TIMEOUT_S", _positive_float, defaults.upload_idle_timeout_s
-            ),
-            upload_min_rate=get("UPLOAD_MIN_RATE", _byte_size, defaults.upload_min_rate),
-            cpu_workers=get("CPU_WORKERS", _positive_int, defaults.cpu_workers),
-            pipelines=get("PIPELINES", _pipelines, defaults.pipelines),
-            log_level=get("LOG_LEVEL", _log_level, defaults.log_level),
-            log_format=get("LOG_FORMAT", _log_format, defaults.log_format),
-            upload_dir=get("UPLOAD_DIR", _directory, defaults.upload_dir),
-        )
+@overload
+def setting(default: T, *, parse: Parser[T], help: str, shown: str | None = None) -> T: ...
+
+
+@overload
+def setting(*, factory: Callable[[], T], parse: Parser[T], help: str, shown: str) -> T: ...
+
+
+def setting(
+    default: Any = None,
+    *,
+    parse: Parser[Any],
+    help: str,
+    shown: str | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A field of :class:`Settings`: its default (or ``factory``), parser and help, once."""
+    if shown is None:
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+    metadata = {"setting": (parse, shown, help)}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _text(name: str, raw: str) -> str:
@@ -223,3 +184,129 @@ def _directory(name: str, raw: str) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise SettingsError(f"{name} must be a directory the gateway can write to, got {raw!r}")
     return path
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = setting(9111, parse=_port, help="TCP port the gateway listens on.")
+    host: str = setting(
+        "127.0.0.1",
+        parse=_text,
+        help="Interface to bind; `0.0.0.0` exposes it to the network (images do).",
+    )
+    triton_url: str = setting(
+        "127.0.0.1:8001",
+        parse=_triton_url,
+        help="Triton's gRPC endpoint, `host:port` (no scheme).",
+    )
+    default_model: str = setting(
+        "lesion_classifier",
+        parse=_text,
+        help="Served by `POST /invocations`; readiness needs it.",
+    )
+    triton_timeout_s: float = setting(
+        60.0, parse=_positive_float, help="Seconds one Triton call may take (then 504)."
+    )
+    max_request_bytes: int = setting(
+        2 * 1024**3,
+        parse=_byte_size,
+        shown="2GiB",
+        help="Largest body: bytes, or with a KiB/MiB/GiB/KB/MB/GB suffix.",
+    )
+    max_files: int = setting(
+        4096,
+        parse=_positive_int,
+        help="Most file parts in one request (a CT series has hundreds).",
+    )
+    max_pixels_per_image: int = setting(
+        100_000_000,
+        parse=_positive_int,
+        help="Most pixels in one frame: stops decompression bombs.",
+    )
+    max_total_voxels: int = setting(
+        1_500_000_000, parse=_positive_int, help="Most pixels over all frames of one request."
+    )
+    max_in_flight: int = setting(
+        4,
+        parse=_positive_int,
+        help="Inference requests run at once; the others wait in the queue.",
+    )
+    max_queue: int = setting(
+        64,
+        parse=_non_negative_int,
+        help="Requests waiting for an inference slot; past it, 503 `server_busy`.",
+    )
+    queue_timeout_s: float = setting(
+        30.0,
+        parse=_positive_float,
+        help="Longest wait for a slot, then 503 `server_busy` with `Retry-After`.",
+    )
+    max_uploads: int = setting(
+        64,
+        parse=_positive_int,
+        help="Request bodies received at once; past it, 503 `server_busy`.",
+    )
+    upload_idle_timeout_s: float = setting(
+        10.0, parse=_positive_float, help="Window in which an upload must progress, then 408."
+    )
+    upload_min_rate: int = setting(
+        16 * 1024,
+        parse=_byte_size,
+        shown="16KiB",
+        help="Least body bytes per second over each window (slowloris guard).",
+    )
+    cpu_workers: int = setting(
+        factory=lambda: os.cpu_count() or 1,
+        parse=_positive_int,
+        shown="CPU count",
+        help="Threads for decoding, preprocessing and contours.",
+    )
+    pipelines: dict[str, str] = setting(
+        factory=dict,
+        parse=_pipelines,
+        shown="empty",
+        help="Custom pipelines: `model=package.module:Class,...`.",
+    )
+    log_level: str = setting(
+        "INFO", parse=_log_level, help="`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."
+    )
+    log_format: LogFormat = setting(
+        "json", parse=_log_format, help="`json` (one object per line) or `text`."
+    )
+    upload_dir: Path = setting(
+        factory=lambda: Path(tempfile.gettempdir()),
+        parse=_directory,
+        shown="system temp",
+        help="Uploads go to one folder per request here, always removed.",
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Read every declared variable; unset or empty means the default."""
+        values: dict[str, Any] = {}
+        for name, declaration in _declared(cls):
+            raw = environ.get(declaration.variable, "").strip()
+            if raw:
+                values[name] = declaration.parse(declaration.variable, raw)
+        return cls(**values)
+
+
+def declarations() -> list[Declaration]:
+    """Every setting, in declaration order."""
+    return [declaration for _, declaration in _declared(Settings)]
+
+
+def _declared(cls: type[Settings]) -> Iterator[tuple[str, Declaration]]:
+    for spec in dataclasses.fields(cls):
+        parse, shown, help = spec.metadata["setting"]
+        yield spec.name, Declaration(spec.name.upper(), parse, shown, help)
+
+
+def settings_markdown() -> str:
+    """The settings table of the README, from the declarations."""
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for declaration in declarations():
+        shown = declaration.shown
+        shown = shown if " " in shown or shown == "empty" else f"`{shown}`"
+        lines.append(f"| `{declaration.variable}` | {shown} | {declaration.help} |")
+    return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.settings import Settings
+from gateway.settings import Settings, declarations
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yaml"
@@ -277,6 +277,12 @@ def test_gateway_environment_names_are_settings(gateway: dict[str, Any]) -> None
     known = env_names_read_by_settings()
     unknown = set(gateway["environment"]) - known
     assert not unknown, f"compose sets variables the gateway does not read: {sorted(unknown)}"
+
+
+def test_gateway_environment_passes_every_setting(gateway: dict[str, Any]) -> None:
+    """Each setting is configurable from compose's own environment, not only by editing it."""
+    missing = [d.variable for d in declarations() if d.variable not in gateway["environment"]]
+    assert not missing, f"compose does not pass these settings to the gateway: {missing}"
 
 
 def test_gateway_environment_passes_settings_validation(gateway: dict[str, Any]) -> None:
