@@ -33,6 +33,7 @@ from gateway.metrics import Metrics
 from gateway.openapi import openapi_document, render_docs
 from gateway.pipelines.catalog import ModelCatalog
 from gateway.refusals import CLOSE_CONNECTION, UnreadBodyMiddleware
+from gateway.schemas import Liveness, ModelList, Readiness
 from gateway.service import Catalog, Service, TritonHealth, service_of
 from gateway.settings import Settings
 from gateway.triton import TritonClient
@@ -138,7 +139,7 @@ async def ping(request: Request) -> Response:
 
 
 async def live(request: Request) -> Response:
-    return JSONResponse({"status": "alive"})
+    return JSONResponse(Liveness().model_dump())
 
 
 async def ready(request: Request) -> Response:
@@ -153,24 +154,20 @@ async def ready(request: Request) -> Response:
     except (ApiError, TimeoutError) as exc:
         logger.info("not ready: %s", exc)
     ok = triton_ready and model_ready
-    body = {
-        "status": "ready" if ok else "not_ready",
-        "triton": triton_ready,
-        "default_model": name,
-        "default_model_ready": model_ready,
-    }
-    return JSONResponse(body, status_code=200 if ok else 503)
+    body = Readiness(
+        status="ready" if ok else "not_ready",
+        triton=triton_ready,
+        default_model=name,
+        default_model_ready=model_ready,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
 async def list_models(request: Request) -> Response:
     service = service_of(request)
     models = await service.require_catalog().describe()
-    return JSONResponse(
-        {
-            "default_model": service.settings.default_model,
-            "models": [model.model_dump(mode="json") for model in models],
-        }
-    )
+    listed = ModelList(default_model=service.settings.default_model, models=list(models))
+    return JSONResponse(listed.model_dump(mode="json"))
 
 
 async def describe_model(request: Request) -> Response:

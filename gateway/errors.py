@@ -49,6 +49,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+from gateway.schemas import ErrorBody, ErrorContent
+
 
 class _Declared(type):
     """Refuses, before it exists, an error class that does not declare its own documentation."""
@@ -92,11 +94,13 @@ class ApiError(Exception, metaclass=_Declared):
         return {}
 
     def body(self, request_id: str | None) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        error["request_id"] = request_id
-        if self.details:
-            error["details"] = self.details
-        return {"error": error}
+        """The JSON answer, as :class:`~gateway.schemas.ErrorBody` declares it."""
+        content = ErrorContent(
+            code=self.code, message=self.message, request_id=request_id, details=self.details
+        )
+        return ErrorBody(error=content).model_dump(
+            mode="json", exclude=None if self.details else {"error": {"details"}}
+        )
 
 
 def error_classes() -> Iterator[type[ApiError]]:

@@ -16,8 +16,11 @@ import json
 from importlib import metadata, resources
 from typing import Any
 
+from pydantic import BaseModel
+
 from aicoco import AiImage
 from gateway import errors
+from gateway.schemas import ErrorBody, Liveness, ModelList, Readiness
 from gateway.settings import Settings
 
 _STATUS_TEXT = {
@@ -219,59 +222,30 @@ def _schemas() -> dict[str, Any]:
                 "description": "Any other field: JSON, passed to the pipeline.",
             },
         },
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message", "request_id"],
-                    "properties": {
-                        "code": {
-                            "type": "string",
-                            "enum": [row["code"] for row in error_table()],
-                            "description": "Stable and machine-readable; see x-error-codes.",
-                        },
-                        "message": {"type": "string", "description": "What to change."},
-                        "request_id": {"type": ["string", "null"]},
-                        "details": {"type": "object", "additionalProperties": True},
-                    },
-                }
-            },
-        },
-        "ModelInfo": {
-            "type": "object",
-            "required": ["name", "task", "ready"],
-            "properties": {
-                "name": {"type": "string"},
-                "task": {
-                    "type": ["string", "null"],
-                    "enum": ["classification", "regression", "detection", "segmentation", None],
-                },
-                "categories": {"type": "array", "items": {"type": "object"}},
-                "regressions": {"type": "array", "items": {"type": "object"}},
-                "ready": {"type": "boolean"},
-                "versions": {"type": "array", "items": {"type": "string"}},
-            },
-            "additionalProperties": True,
-        },
-        "ModelList": {
-            "type": "object",
-            "properties": {
-                "default_model": {"type": "string"},
-                "models": {"type": "array", "items": _ref("ModelInfo")},
-            },
-        },
-        "Readiness": {
-            "type": "object",
-            "properties": {
-                "status": {"type": "string", "enum": ["ready", "not_ready"]},
-                "triton": {"type": "boolean"},
-                "default_model": {"type": "string"},
-                "default_model_ready": {"type": "boolean"},
-            },
-        },
+        **_pydantic_schemas(
+            {
+                "Error": ErrorBody,
+                "ModelList": ModelList,
+                "Readiness": Readiness,
+                "Liveness": Liveness,
+            }
+        ),
     }
+
+
+def _pydantic_schemas(models: dict[str, type[BaseModel]]) -> dict[str, Any]:
+    """The response models' schemas as components (by the names the document has always used),
+    with the error codes as an enum."""
+    schemas: dict[str, Any] = {}
+    for name, model in models.items():
+        schema = model.model_json_schema(
+            ref_template="#/components/schemas/{model}", mode="serialization"
+        )
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+    code = schemas["ErrorContent"]["properties"]["code"]
+    code["enum"] = [row["code"] for row in error_table()]
+    return schemas
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
@@ -320,7 +294,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "/health/live": {
                 "get": {
                     "summary": "Liveness: the process answers",
-                    "responses": {"200": _json_response("Alive.", {"type": "object"})},
+                    "responses": {"200": _json_response("Alive.", _ref("Liveness"))},
                 }
             },
             "/health/ready": {

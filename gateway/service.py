@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
@@ -19,6 +19,7 @@ from gateway.body import Pace
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import Metrics
 from gateway.request import InferenceRequest
+from gateway.schemas import ModelInfo
 from gateway.settings import Settings
 
 
@@ -26,17 +27,10 @@ class Pipeline(Protocol):
     async def __call__(self, request: InferenceRequest) -> AiCOCOOutput: ...
 
 
-class ModelDescription(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def model_dump(self, *, mode: str = ...) -> dict[str, Any]: ...
-
-
 class Catalog(Protocol):
     async def pipeline(self, name: str) -> Pipeline: ...
 
-    async def describe(self) -> Sequence[ModelDescription]: ...
+    async def describe(self) -> Sequence[ModelInfo]: ...
 
 
 class TritonHealth(Protocol):

@@ -32,28 +32,12 @@ from gateway.pipelines.base import (
 from gateway.pipelines.builtin import builtin_pipeline
 from gateway.pipelines.params import has_aicoco_parameters
 from gateway.readers import ReadLimits
+from gateway.schemas import ModelInfo
 from gateway.settings import Settings, SettingsError
 from gateway.triton import ModelConfig, ModelState, TritonClient
 from gateway.workers import run_cpu
 
 READY = "READY"
-
-
-class ModelInfo(BaseModel):
-    """One model as ``GET /models`` lists it, including models that failed to load."""
-
-    name: str
-    task: str | None = None
-    categories: list[dict[str, Any]] = []
-    regressions: list[dict[str, Any]] = []
-    ready: bool = False
-    versions: list[str] = []
-    state: str = ""
-    """Triton's state: READY, UNAVAILABLE, LOADING... (empty when Triton has not seen it)."""
-    reason: str | None = None
-    """Why the model cannot serve: Triton's load error or the gateway's configuration check."""
-    pipeline: str = "builtin"
-    """``builtin`` or the custom pipeline's ``package.module:Class``."""
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
-from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.types import Message
 
@@ -34,16 +34,11 @@ from gateway.errors import (
 )
 from gateway.openapi import errors_markdown
 from gateway.request import InferenceRequest
+from gateway.schemas import ModelInfo
 from gateway.service import Pipeline
 from gateway.settings import Settings
 
 pytestmark = pytest.mark.anyio
-
-
-class ModelInfo(BaseModel):
-    name: str
-    task: str
-    ready: bool = True
 
 
 @dataclass
@@ -79,7 +74,7 @@ class Catalog:
         return self.pipelines[name]
 
     async def describe(self) -> list[ModelInfo]:
-        return [ModelInfo(name=name, task="classification") for name in self.pipelines]
+        return [ModelInfo(name=name, task="classification", ready=True) for name in self.pipelines]
 
 
 @dataclass
@@ -548,6 +543,28 @@ async def test_openapi_describes_the_contract(client: httpx.AsyncClient) -> None
     for ref in re.findall(r'"\$ref": "([^"]+)"', json.dumps(document)):
         assert ref.startswith("#/components/schemas/")
         assert ref.rsplit("/", 1)[1] in document["components"]["schemas"], ref
+
+
+async def test_answers_fit_the_documented_schemas(
+    client: httpx.AsyncClient, health: TritonHealth
+) -> None:
+    """The JSON answers validate against the schemas /openapi.json publishes for them."""
+    document = (await client.get("/openapi.json")).json()
+    described = document["components"]["schemas"]["ModelInfo"]
+    assert set(described["properties"]) == set(ModelInfo.model_fields) == set(described["required"])
+
+    def check(response: httpx.Response, schema: str) -> None:
+        wrapped = {"$ref": f"#/components/schemas/{schema}", "components": document["components"]}
+        jsonschema.validate(response.json(), wrapped)
+
+    check(await client.get("/models"), "ModelList")
+    check(await client.get("/models/lung_segmenter"), "ModelInfo")
+    check(await client.get("/health/live"), "Liveness")
+    check(await client.get("/health/ready"), "Readiness")
+    health.up = False
+    check(await client.get("/health/ready"), "Readiness")
+    check(await client.get("/models/nope"), "Error")
+    check(await client.post("/invocations", content=b"x"), "Error")
 
 
 def test_every_error_class_has_a_documented_code() -> None:

@@ -1,0 +1,84 @@
+"""The JSON bodies the gateway answers besides AiCOCO: models, readiness, errors.
+
+Declared once as pydantic models: the handlers build their answers with them and the OpenAPI
+document takes its schemas from `model_json_schema()`, so the two cannot disagree. (AiCOCO's
+own schema ships with the `aicoco` package.)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Documented(BaseModel):
+    """Attribute docstrings become the schema's descriptions (Markdown, for OpenAPI readers);
+    a field with a default is still always sent, so the answer's schema requires it."""
+
+    model_config = ConfigDict(
+        use_attribute_docstrings=True, json_schema_serialization_defaults_required=True
+    )
+
+
+class ModelInfo(_Documented):
+    """One model as `GET /models` lists it, including models that failed to load."""
+
+    name: str
+    task: str | None = None
+    """The built-in pipeline's task, the custom pipeline's, or what `aicoco.task` names."""
+    categories: list[dict[str, Any]] = []
+    regressions: list[dict[str, Any]] = []
+    ready: bool = False
+    versions: list[str] = []
+    state: str = ""
+    """Triton's state: READY, UNAVAILABLE, LOADING... (empty when Triton has not seen it)."""
+    reason: str | None = None
+    """Why the model cannot serve: Triton's load error or the gateway's configuration check."""
+    pipeline: str = "builtin"
+    """`builtin` or the custom pipeline's `package.module:Class`."""
+
+
+class ModelList(_Documented):
+    """`GET /models`."""
+
+    default_model: str
+    models: list[ModelInfo]
+
+
+class Readiness(_Documented):
+    """`GET /health/ready`: 200 when ready, 503 with the same body when not."""
+
+    status: Literal["ready", "not_ready"]
+    triton: bool
+    """Triton answers and says it is ready."""
+    default_model: str
+    default_model_ready: bool
+
+
+class Liveness(_Documented):
+    """`GET /health/live`."""
+
+    status: Literal["alive"] = "alive"
+
+
+class ErrorContent(_Documented):
+    model_config = ConfigDict(
+        use_attribute_docstrings=True, json_schema_serialization_defaults_required=False
+    )
+    """`details` is left out when empty."""
+
+    code: str
+    """Stable and machine-readable; the codes are listed in `x-error-codes`."""
+    message: str
+    """What went wrong and what to change."""
+    request_id: str | None
+    """The request's `X-Request-ID`, also in the response header and the log lines."""
+    details: dict[str, Any] = Field(default_factory=dict)
+    """The field, file or limit concerned; absent when there is none."""
+
+
+class ErrorBody(_Documented):
+    """Every error answer."""
+
+    error: ErrorContent
