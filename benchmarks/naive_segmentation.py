@@ -14,19 +14,19 @@ import numpy as np
 
 from aicoco import AiAnnotation, AiCOCOOutput, AiObject
 from aicoco.masks import mask_to_polygons
-from aicoco.strategies.base import Frame, OutputStrategy
+from aicoco.strategies.base import Skeleton, OutputStrategy
 
 
 class NaiveSegmentationStrategy(OutputStrategy):
     """Same input, same output (ids included, for a given seed) as ``SegmentationStrategy()``."""
 
-    def format(self, model_out: Any, frame: Frame) -> AiCOCOOutput:
+    def format(self, model_out: Any, skeleton: Skeleton) -> AiCOCOOutput:
         labels = np.asarray(model_out)
         if labels.ndim == 3:
             labels = labels[:, np.newaxis]
-        document = frame.output()
+        document = skeleton.output()
         for channel, (spec, category) in enumerate(
-            zip(frame.category_specs, frame.categories, strict=True)
+            zip(skeleton.category_specs, skeleton.categories, strict=True)
         ):
             if not spec.display:
                 continue
@@ -39,7 +39,7 @@ class NaiveSegmentationStrategy(OutputStrategy):
                     mask = volume[z] == label
                     if mask.any():
                         slices.append((z, mask_to_polygons(mask)))
-                object_id, *annotation_ids = frame.ids.take(1 + len(slices))
+                object_id, *annotation_ids = skeleton.ids.take(1 + len(slices))
                 document.objects.append(
                     AiObject(id=object_id, category_ids=[category.id], regressions=None)
                 )
@@ -47,7 +47,7 @@ class NaiveSegmentationStrategy(OutputStrategy):
                     document.annotations.append(
                         AiAnnotation(
                             id=annotation_id,
-                            image_id=frame.images[z].id,
+                            image_id=skeleton.images[z].id,
                             object_id=object_id,
                             iscrowd=0,
                             bbox=None,

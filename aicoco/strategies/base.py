@@ -30,7 +30,7 @@ from aicoco.specs import (
 
 
 @dataclass(frozen=True)
-class Frame:
+class Skeleton:
     """The pieces a strategy fills in, prepared once by :meth:`OutputStrategy.__call__`."""
 
     images: list[AiImage]
@@ -74,7 +74,7 @@ class OutputStrategy(ABC):
             ai_meta = AiMeta.model_validate(dict(meta or {}))
         except ValidationError as exc:
             raise AiCOCOFormatError(f"expected a valid AiCOCO meta object: {exc}") from exc
-        frame = Frame(
+        skeleton = Skeleton(
             images=sort_images(images),
             category_specs=cat_specs,
             categories=build_categories(cat_specs, ids),
@@ -83,10 +83,10 @@ class OutputStrategy(ABC):
             meta=ai_meta,
             ids=ids,
         )
-        return self.format(model_out, frame)
+        return self.format(model_out, skeleton)
 
     @abstractmethod
-    def format(self, model_out: Any, frame: Frame) -> AiCOCOOutput:
+    def format(self, model_out: Any, skeleton: Skeleton) -> AiCOCOOutput:
         """Check ``model_out`` and build the document; raise :class:`AiCOCOFormatError`."""
 
 
@@ -136,6 +136,6 @@ def binary_values(array: NDArray[Any], name: str) -> NDArray[np.bool_]:
     return array.astype(bool)
 
 
-def single_or_meta(frame: Frame) -> AiImage | AiMeta:
+def single_or_meta(skeleton: Skeleton) -> AiImage | AiMeta:
     """Where image-level results go: the image itself, or ``meta`` for a series."""
-    return frame.images[0] if len(frame.images) == 1 else frame.meta
+    return skeleton.images[0] if len(skeleton.images) == 1 else skeleton.meta

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aicoco.models import AiCOCOOutput
-from aicoco.strategies.base import Frame, OutputStrategy, binary_vector, single_or_meta
+from aicoco.strategies.base import Skeleton, OutputStrategy, binary_vector, single_or_meta
 
 
 class ClassificationStrategy(OutputStrategy):
@@ -17,10 +17,10 @@ class ClassificationStrategy(OutputStrategy):
     drawings (annotations), which classification has none of.
     """
 
-    def format(self, model_out: Any, frame: Frame) -> AiCOCOOutput:
-        positive = binary_vector(model_out, "model_out", len(frame.category_specs), "category")
-        target = single_or_meta(frame)
+    def format(self, model_out: Any, skeleton: Skeleton) -> AiCOCOOutput:
+        positive = binary_vector(model_out, "model_out", len(skeleton.category_specs), "category")
+        target = single_or_meta(skeleton)
         target.category_ids = [
-            category.id for category, hit in zip(frame.categories, positive, strict=False) if hit
+            category.id for category, hit in zip(skeleton.categories, positive, strict=False) if hit
         ]
-        return frame.output()
+        return skeleton.output()

@@ -9,7 +9,7 @@ import numpy as np
 
 from aicoco.errors import AiCOCOFormatError
 from aicoco.models import AiAnnotation, AiCOCOOutput, AiObject, AiRegressionItem
-from aicoco.strategies.base import Frame, OutputStrategy, as_array, binary_values
+from aicoco.strategies.base import Skeleton, OutputStrategy, as_array, binary_values
 from aicoco.strategies.regression import finite
 
 _KEYS = ("bbox_pred", "cls_pred", "confidence_score", "regression_value")
@@ -29,18 +29,18 @@ class DetectionStrategy(OutputStrategy):
     a misspelt ``confidence`` would otherwise vanish silently.
     """
 
-    def format(self, model_out: Any, frame: Frame) -> AiCOCOOutput:
-        if len(frame.images) != 1:
+    def format(self, model_out: Any, skeleton: Skeleton) -> AiCOCOOutput:
+        if len(skeleton.images) != 1:
             raise AiCOCOFormatError(
-                f"expected exactly one image entry for 2D detection, got {len(frame.images)}"
+                f"expected exactly one image entry for 2D detection, got {len(skeleton.images)}"
             )
         boxes, classes, scores, values = _unpack(
-            model_out, len(frame.category_specs), len(frame.regression_specs)
+            model_out, len(skeleton.category_specs), len(skeleton.regression_specs)
         )
-        shown = np.array([spec.display for spec in frame.category_specs], dtype=bool)
-        document = frame.output()
-        image_id = frame.images[0].id
-        category_ids = [category.id for category in frame.categories]
+        shown = np.array([spec.display for spec in skeleton.category_specs], dtype=bool)
+        document = skeleton.output()
+        image_id = skeleton.images[0].id
+        category_ids = [category.id for category in skeleton.categories]
         for i in range(len(boxes)):
             kept = [category_ids[c] for c in np.flatnonzero(classes[i] & shown).tolist()]
             if not kept:
@@ -53,14 +53,14 @@ class DetectionStrategy(OutputStrategy):
                 items = [
                     AiRegressionItem(regression_id=regression.id, value=value)
                     for regression, value in zip(
-                        frame.regressions, values[i].tolist(), strict=False
+                        skeleton.regressions, values[i].tolist(), strict=False
                     )
                 ]
-            obj = AiObject(id=frame.ids(), category_ids=kept, regressions=items, **extras)
+            obj = AiObject(id=skeleton.ids(), category_ids=kept, regressions=items, **extras)
             document.objects.append(obj)
             document.annotations.append(
                 AiAnnotation(
-                    id=frame.ids(),
+                    id=skeleton.ids(),
                     image_id=image_id,
                     object_id=obj.id,
                     iscrowd=0,

@@ -8,7 +8,7 @@ import numpy as np
 
 from aicoco.errors import AiCOCOFormatError
 from aicoco.models import AiCOCOOutput, AiRegressionItem
-from aicoco.strategies.base import Frame, OutputStrategy, as_array, single_or_meta
+from aicoco.strategies.base import Skeleton, OutputStrategy, as_array, single_or_meta
 
 
 class RegressionStrategy(OutputStrategy):
@@ -19,14 +19,14 @@ class RegressionStrategy(OutputStrategy):
     numbers and a silent ``null`` would break the document's own schema.
     """
 
-    def format(self, model_out: Any, frame: Frame) -> AiCOCOOutput:
-        values = real_vector(model_out, "model_out", len(frame.regression_specs))
-        target = single_or_meta(frame)
+    def format(self, model_out: Any, skeleton: Skeleton) -> AiCOCOOutput:
+        values = real_vector(model_out, "model_out", len(skeleton.regression_specs))
+        target = single_or_meta(skeleton)
         target.regressions = [
             AiRegressionItem(regression_id=regression.id, value=value)
-            for regression, value in zip(frame.regressions, values.tolist(), strict=False)
+            for regression, value in zip(skeleton.regressions, values.tolist(), strict=False)
         ]
-        return frame.output()
+        return skeleton.output()
 
 
 def real_vector(value: Any, name: str, length: int) -> np.ndarray[Any, np.dtype[np.float64]]:

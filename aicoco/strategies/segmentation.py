@@ -21,7 +21,7 @@ from aicoco.contours import outer_contours
 from aicoco.errors import AiCOCOFormatError
 from aicoco.models import AiAnnotation, AiCOCOOutput, AiObject, AiRLE
 from aicoco.rle import counts
-from aicoco.strategies.base import Frame, OutputStrategy, as_array
+from aicoco.strategies.base import Skeleton, OutputStrategy, as_array
 
 Segmentation = list[list[int | float]] | AiRLE
 
@@ -43,18 +43,18 @@ class SegmentationStrategy(OutputStrategy):
     def __init__(self, lossless: bool = False) -> None:
         self.lossless = lossless
 
-    def format(self, model_out: Any, frame: Frame) -> AiCOCOOutput:
-        labels = _labels(model_out, len(frame.category_specs), len(frame.images))
-        document = frame.output()
+    def format(self, model_out: Any, skeleton: Skeleton) -> AiCOCOOutput:
+        labels = _labels(model_out, len(skeleton.category_specs), len(skeleton.images))
+        document = skeleton.output()
         for channel, (spec, category) in enumerate(
-            zip(frame.category_specs, frame.categories, strict=False)
+            zip(skeleton.category_specs, skeleton.categories, strict=False)
         ):
             if not spec.display:
                 continue
             per_label = self._channel(labels[channel])
             for label in sorted(per_label):
                 slices = per_label[label]
-                object_id, *annotation_ids = frame.ids.take(1 + len(slices))
+                object_id, *annotation_ids = skeleton.ids.take(1 + len(slices))
                 document.objects.append(
                     AiObject(id=object_id, category_ids=[category.id], regressions=None)
                 )
@@ -63,7 +63,7 @@ class SegmentationStrategy(OutputStrategy):
                 document.annotations.extend(
                     AiAnnotation.model_construct(
                         id=annotation_id,
-                        image_id=frame.images[z].id,
+                        image_id=skeleton.images[z].id,
                         object_id=object_id,
                         iscrowd=1 if self.lossless else 0,
                         bbox=None,

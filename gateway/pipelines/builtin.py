@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, NoReturn
+from typing import Any, ClassVar, Generic, Literal, NoReturn, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from aicoco import (
     ClassificationStrategy,
     DetectionStrategy,
     IdGenerator,
+    OutputStrategy,
     RegressionSpec,
     RegressionStrategy,
     SegmentationStrategy,
@@ -34,12 +35,12 @@ from gateway.pipelines.base import (
     AiCOCOImagePipeline,
     PipelineBinding,
     TritonModel,
-    current_binding,
 )
 from gateway.pipelines.params import (
     ClassificationOutput,
     DetectionOutput,
     ModelParams,
+    OutputSpec,
     RegressionOutput,
     SegmentationOutput,
     Task,
@@ -52,6 +53,8 @@ from gateway.triton import ModelConfig, TensorSpec
 from gateway.workers import run_cpu
 
 INPUT = "image"
+
+S = TypeVar("S", bound=OutputSpec)
 
 
 @dataclass
@@ -84,16 +87,18 @@ class Scan:
         return self.shape[1], self.shape[2]
 
 
-class BuiltinPipeline(AiCOCOImagePipeline):
-    """Shared stages: read with the gateway's readers, preprocess per ``aicoco.input``."""
+class BuiltinPipeline(AiCOCOImagePipeline, Generic[S]):
+    """Shared stages: read with the gateway's readers, preprocess per ``aicoco.input``, format
+    with the task's strategy. ``S`` is the task's output spec (``aicoco.output``)."""
 
     task: ClassVar[Task]
+    strategy: ClassVar[OutputStrategy]
+    network: TritonModel
 
-    def __init__(self, binding: PipelineBinding | None = None) -> None:
-        binding = binding if binding is not None else current_binding()
-        self.params: ModelParams = parse_params(binding.model_name, binding.config.parameters)
+    def __init__(self, binding: PipelineBinding, params: ModelParams[S]) -> None:
+        self.params = params
         super().__init__(binding)
-        _check_input(binding.config, self.params)
+        _check_input(binding.config, params)
         self.check_outputs(binding.config)
 
     def check_outputs(self, config: ModelConfig) -> None:
@@ -118,14 +123,28 @@ class BuiltinPipeline(AiCOCOImagePipeline):
     ) -> tuple[Scan, None]:
         return Scan.from_image_set(read_images(images, uploads, self.limits)), None
 
-    def preprocess(self, data: Scan) -> np.ndarray:
+    def tensor(self, data: Scan) -> np.ndarray:
+        """The ``image`` input of the whole stack; the scan gives its pixels up."""
         pixels = data.take_pixels()
         return to_model_input(pixels, hounsfield=data.hounsfield, spec=self.params.input)
 
-    async def inference(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        network = self.network
-        assert isinstance(network, TritonModel)
-        return await network.infer({INPUT: x})
+    def output_formatter(
+        self,
+        model_out: Any,
+        *,
+        categories: Sequence[CategorySpec],
+        regressions: Sequence[RegressionSpec],
+        data: Scan,
+        ids: IdGenerator,
+    ) -> AiCOCOOutput:
+        """The task's strategy over the slices as read (a volume's entries in index order)."""
+        return self.strategy(
+            model_out,
+            images=data.slice_images,
+            categories=categories,
+            regressions=regressions,
+            ids=ids,
+        )
 
     def output(self, out: Mapping[str, np.ndarray], name: str, ndim: int) -> np.ndarray:
         """The output ``name`` with ``ndim`` dims (batch included), or a clear model error."""
@@ -147,7 +166,17 @@ class BuiltinPipeline(AiCOCOImagePipeline):
             )
 
 
-class _VectorPipeline(BuiltinPipeline):
+class _WholeStackPipeline(BuiltinPipeline[S]):
+    """The whole stack goes to Triton as one input and its outputs come back as one mapping."""
+
+    def preprocess(self, data: Scan) -> np.ndarray:
+        return self.tensor(data)
+
+    async def inference(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return await self.network.infer({INPUT: x})
+
+
+class _VectorPipeline(_WholeStackPipeline[S]):
     """A model that answers one FP32 vector per slice, one value per declared category or
     regression: the shared output checks of classification and regression."""
 
@@ -168,7 +197,7 @@ class _VectorPipeline(BuiltinPipeline):
         return values
 
 
-class ClassificationPipeline(_VectorPipeline):
+class ClassificationPipeline(_VectorPipeline[ClassificationOutput]):
     """One probability per category per slice; a series is combined (``aggregate``)."""
 
     task = "classification"
@@ -176,25 +205,12 @@ class ClassificationPipeline(_VectorPipeline):
     vector = "probabilities"
     declares = "categories"
 
-    def postprocess(self, out: Mapping[str, np.ndarray], *, data: Scan) -> np.ndarray:
+    def postprocess(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
         spec = self.params.output
-        assert isinstance(spec, ClassificationOutput)
         return post.classify(self.vectors(out), spec.threshold, spec.aggregate)
 
-    def output_formatter(
-        self,
-        model_out: np.ndarray,
-        images: Sequence[AiImage],
-        categories: Sequence[CategorySpec],
-        regressions: Sequence[RegressionSpec] = (),
-        *,
-        data: Scan,
-        ids: IdGenerator,
-    ) -> AiCOCOOutput:
-        return self.strategy(model_out, images=data.slice_images, categories=categories, ids=ids)
 
-
-class RegressionPipeline(_VectorPipeline):
+class RegressionPipeline(_VectorPipeline[RegressionOutput]):
     """One value per regression per slice; a series is combined (``aggregate``)."""
 
     task = "regression"
@@ -202,31 +218,12 @@ class RegressionPipeline(_VectorPipeline):
     vector = "values"
     declares = "regressions"
 
-    def postprocess(self, out: Mapping[str, np.ndarray], *, data: Scan) -> np.ndarray:
+    def postprocess(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
         spec = self.params.output
-        assert isinstance(spec, RegressionOutput)
         return post.regress(self.vectors(out), spec.scale, spec.offset, spec.aggregate)
 
-    def output_formatter(
-        self,
-        model_out: np.ndarray,
-        images: Sequence[AiImage],
-        categories: Sequence[CategorySpec],
-        regressions: Sequence[RegressionSpec] = (),
-        *,
-        data: Scan,
-        ids: IdGenerator,
-    ) -> AiCOCOOutput:
-        return self.strategy(
-            model_out,
-            images=data.slice_images,
-            categories=categories,
-            regressions=regressions,
-            ids=ids,
-        )
 
-
-class DetectionPipeline(BuiltinPipeline):
+class DetectionPipeline(_WholeStackPipeline[DetectionOutput]):
     """Boxes on one 2D image: threshold, per-class NMS, scaled back to the image."""
 
     task = "detection"
@@ -238,7 +235,6 @@ class DetectionPipeline(BuiltinPipeline):
 
     def postprocess(self, out: Mapping[str, np.ndarray], *, data: Scan) -> dict[str, np.ndarray]:
         spec = self.params.output
-        assert isinstance(spec, DetectionOutput)
         boxes = self.output(out, "boxes", 3)
         scores = self.output(out, "scores", 3)
         self.expect_channels("scores", scores.shape[2], "categories", len(self.categories))
@@ -265,18 +261,6 @@ class DetectionPipeline(BuiltinPipeline):
                 f"model '{self.model_name}': {exc}", details={"model": self.model_name}
             ) from None
 
-    def output_formatter(
-        self,
-        model_out: dict[str, np.ndarray],
-        images: Sequence[AiImage],
-        categories: Sequence[CategorySpec],
-        regressions: Sequence[RegressionSpec] = (),
-        *,
-        data: Scan,
-        ids: IdGenerator,
-    ) -> AiCOCOOutput:
-        return self.strategy(model_out, images=data.slice_images, categories=categories, ids=ids)
-
 
 @dataclass
 class SegmentationInput:
@@ -288,7 +272,7 @@ class SegmentationInput:
     """Images entries of the stack: one per slice for a volume."""
 
 
-class SegmentationPipeline(BuiltinPipeline):
+class SegmentationPipeline(BuiltinPipeline[SegmentationOutput]):
     """Per-class masks (or instances) resized back to each slice, in the entries' index order.
 
     Masks are made batch by batch while Triton works on the next batches (:class:`MaskStack`),
@@ -307,13 +291,11 @@ class SegmentationPipeline(BuiltinPipeline):
         else:
             _check_output(config, "probabilities", "FP32", (channels, -1, -1))
 
-    def preprocess(self, data: Scan) -> SegmentationInput:  # type: ignore[override]
-        tensor = super().preprocess(data)
-        return SegmentationInput(tensor, data.image_size, len(data.slice_images))
+    def preprocess(self, data: Scan) -> SegmentationInput:
+        return SegmentationInput(self.tensor(data), data.image_size, len(data.slice_images))
 
-    async def inference(self, x: SegmentationInput) -> post.MaskStack:  # type: ignore[override]
+    async def inference(self, x: SegmentationInput) -> post.MaskStack:
         spec = self.params.output
-        assert isinstance(spec, SegmentationOutput)
         slices = x.tensor.shape[0]
         if slices > 1 and x.entries != slices:
             raise UnsupportedImage(
@@ -329,47 +311,32 @@ class SegmentationPipeline(BuiltinPipeline):
             self.expect_channels(name, maps.shape[1], "categories", len(self.categories))
             await run_cpu(stack.put, start, maps, threshold)
 
-        network = self.network
-        assert isinstance(network, TritonModel)
-        await network.infer_each({INPUT: x.tensor}, put)
+        await self.network.infer_each({INPUT: x.tensor}, put)
         return stack
 
     def postprocess(self, out: post.MaskStack, *, data: Scan) -> np.ndarray:
-        spec = self.params.output
-        assert isinstance(spec, SegmentationOutput)
         labels = out.result(
-            instances=spec.instances,
+            instances=self.params.output.instances,
             volumetric=self.params.input.dims == 3,
             order=post.index_order(data.slice_images) if out.slices > 1 else None,
         )
         return labels[:, 0] if out.slices == 1 else labels
 
-    def output_formatter(
-        self,
-        model_out: np.ndarray,
-        images: Sequence[AiImage],
-        categories: Sequence[CategorySpec],
-        regressions: Sequence[RegressionSpec] = (),
-        *,
-        data: Scan,
-        ids: IdGenerator,
-    ) -> AiCOCOOutput:
-        return self.strategy(model_out, images=data.slice_images, categories=categories, ids=ids)
 
-
-BUILTIN: dict[str, type[BuiltinPipeline]] = {
+BUILTIN: dict[str, type[BuiltinPipeline[Any]]] = {
     cls.task: cls
     for cls in (ClassificationPipeline, RegressionPipeline, DetectionPipeline, SegmentationPipeline)
 }
 
 
-def builtin_pipeline(binding: PipelineBinding) -> BuiltinPipeline:
-    """The built-in pipeline for the model's ``aicoco.task``, checked against its tensors."""
+def builtin_pipeline(binding: PipelineBinding) -> BuiltinPipeline[Any]:
+    """The built-in pipeline for the model's ``aicoco.task``, checked against its tensors; the
+    parameters are parsed here, once, and given to it."""
     params = parse_params(binding.model_name, binding.config.parameters)
-    return BUILTIN[params.task](binding)
+    return BUILTIN[params.task](binding, params)
 
 
-def _check_input(config: ModelConfig, params: ModelParams) -> None:
+def _check_input(config: ModelConfig, params: ModelParams[OutputSpec]) -> None:
     model = config.name
     if config.max_batch_size < 1:
         _config_error(

@@ -54,7 +54,7 @@ class LungSegmentationModel(BaseAiCOCOImageInferenceModel):
         return image, None
 
     def preprocess(self, data: np.ndarray) -> np.ndarray:
-        x = resize(data / 255.0, SIZE, order=1, anti_aliasing=False)  # type: ignore[no-untyped-call]
+        x = resize(data / 255.0, SIZE, order=1, anti_aliasing=False)
         return np.asarray(x, dtype=np.float32)[np.newaxis, np.newaxis]
 
     def inference(self, x: np.ndarray) -> Coroutine[Any, Any, np.ndarray]:
@@ -73,6 +73,6 @@ class LungSegmentationModel(BaseAiCOCOImageInferenceModel):
         **kwargs: Any,
     ) -> AiCOCOOutput:
         shape = (model_out.shape[0], *data.shape)
-        probabilities = resize(model_out, shape, order=1, anti_aliasing=False)  # type: ignore[no-untyped-call]
+        probabilities = resize(model_out, shape, order=1, anti_aliasing=False)
         mask = (probabilities >= 0.5).astype(np.uint8)
         return self.formatter(model_out=mask, images=images, categories=categories)

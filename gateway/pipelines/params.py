@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Generic, Literal, NoReturn, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -30,7 +30,8 @@ INPUT = "aicoco.input"
 OUTPUT = "aicoco.output"
 KNOWN = (TASK, CATEGORIES, REGRESSIONS, INPUT, OUTPUT)
 
-Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+UnitInterval = Annotated[float, Field(ge=0.0, le=1.0)]
+"""A threshold on a probability, a score or an overlap: a number in [0, 1]."""
 
 
 class _Strict(BaseModel):
@@ -48,7 +49,7 @@ class InputSpec(_Strict):
 
 
 class ClassificationOutput(_Strict):
-    threshold: Unit = 0.5
+    threshold: UnitInterval = 0.5
     aggregate: Literal["max", "mean"] = "max"
     """How per-slice probabilities of a series combine before the threshold."""
 
@@ -61,19 +62,19 @@ class RegressionOutput(_Strict):
 
 
 class DetectionOutput(_Strict):
-    score_threshold: Unit = 0.5
-    iou_threshold: Unit = 0.5
+    score_threshold: UnitInterval = 0.5
+    iou_threshold: UnitInterval = 0.5
     max_detections: Annotated[int, Field(ge=1)] = 100
 
 
 class SegmentationOutput(_Strict):
-    threshold: Unit = 0.5
+    threshold: UnitInterval = 0.5
     instances: bool = False
 
 
 OutputSpec = ClassificationOutput | RegressionOutput | DetectionOutput | SegmentationOutput
 
-_OUTPUTS: dict[str, type[_Strict]] = {
+_OUTPUTS: dict[str, type[OutputSpec]] = {
     "classification": ClassificationOutput,
     "regression": RegressionOutput,
     "detection": DetectionOutput,
@@ -98,22 +99,26 @@ class _RegressionList(BaseModel):
     items: list[RegressionSpec]
 
 
+S = TypeVar("S", bound=OutputSpec, covariant=True)
+
+
 @dataclass(frozen=True)
-class ModelParams:
-    """Everything a built-in pipeline needs to know about its model, from its config alone."""
+class ModelParams(Generic[S]):
+    """Everything a built-in pipeline needs to know about its model, from its config alone;
+    ``output`` is the task's own spec."""
 
     task: Task
     categories: tuple[CategorySpec, ...]
     regressions: tuple[RegressionSpec, ...]
     input: InputSpec
-    output: OutputSpec
+    output: S
 
 
 def has_aicoco_parameters(parameters: Mapping[str, str]) -> bool:
     return any(key.startswith(PREFIX) for key in parameters)
 
 
-def parse_params(model: str, parameters: Mapping[str, str]) -> ModelParams:
+def parse_params(model: str, parameters: Mapping[str, str]) -> ModelParams[OutputSpec]:
     """Validate the ``aicoco.*`` entries; other parameters (the backend's) are left alone."""
     unknown = sorted(k for k in parameters if k.startswith(PREFIX) and k not in KNOWN)
     if unknown:
@@ -121,7 +126,7 @@ def parse_params(model: str, parameters: Mapping[str, str]) -> ModelParams:
     raw_task = parameters.get(TASK, "").strip()
     if raw_task not in _OUTPUTS:
         _fail(model, TASK, f"must be one of {', '.join(_OUTPUTS)}, got {raw_task!r}")
-    task: Task = raw_task  # type: ignore[assignment]
+    task = cast(Task, raw_task)
     categories = tuple(
         _validate(model, CATEGORIES, _CategoryList, _json(model, parameters, CATEGORIES, []))
     )
@@ -135,12 +140,7 @@ def parse_params(model: str, parameters: Mapping[str, str]) -> ModelParams:
     if INPUT not in parameters:
         _fail(model, INPUT, 'is required, e.g. {"size": [256, 256], "scale": "dtype"}')
     input_spec = _model(model, INPUT, InputSpec, _json(model, parameters, INPUT, {}))
-    assert isinstance(input_spec, InputSpec)
-    output_type = _OUTPUTS[task]
-    output_spec = _model(model, OUTPUT, output_type, _json(model, parameters, OUTPUT, {}))
-    assert isinstance(
-        output_spec, ClassificationOutput | RegressionOutput | DetectionOutput | SegmentationOutput
-    )
+    output_spec = _model(model, OUTPUT, _OUTPUTS[task], _json(model, parameters, OUTPUT, {}))
     return ModelParams(task, categories, regressions, input_spec, output_spec)
 
 
@@ -165,7 +165,10 @@ def _validate(
         _fail(model, key, f"is invalid: {_explain(exc)}")
 
 
-def _model(model: str, key: str, kind: type[_Strict], value: Any) -> _Strict:
+M = TypeVar("M", bound=_Strict)
+
+
+def _model(model: str, key: str, kind: type[M], value: Any) -> M:
     if not isinstance(value, dict):
         _fail(model, key, f"must be a JSON object, got {type(value).__name__}")
     try:

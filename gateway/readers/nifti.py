@@ -85,7 +85,7 @@ def read_header(upload: Upload, budget: VoxelBudget) -> NiftiHeader:
                 "its axes cannot be oriented",
                 details={"file_name": upload.file_name},
             )
-        ornt = io_orientation(affine)  # type: ignore[no-untyped-call]
+        ornt = io_orientation(affine)
         if np.isnan(ornt).any():
             raise UnreadableFile(
                 f"'{upload.file_name}' has a degenerate affine (sform/qform): its axes cannot be "
@@ -123,7 +123,7 @@ def read_volume(header: NiftiHeader) -> NiftiVolume:
             f"'{name}' holds {raw.dtype} voxels; only real scalar volumes are supported",
             details={"file_name": name},
         )
-    ras = apply_orientation(raw.reshape(header.stored_shape), header.ornt)  # type: ignore[no-untyped-call]
+    ras = apply_orientation(raw.reshape(header.stored_shape), header.ornt)
     pixels = _scaled(ras.transpose(2, 1, 0)[:, ::-1, ::-1], slope, intercept)
     floating = np.issubdtype(pixels.dtype, np.floating)
     if floating:
@@ -161,7 +161,7 @@ def _image(upload: Upload) -> Iterator[Any]:
             image_class = nib.Nifti2Image if version == 2 else nib.Nifti1Image
             holder = FileHolder(fileobj=f)
             file_map = {"header": holder, "image": holder}
-            image = image_class.from_file_map(file_map)  # type: ignore[no-untyped-call]
+            image = image_class.from_file_map(file_map)
         except ApiError:
             raise
         except Exception as exc:  # nibabel's boundary: see _boundary

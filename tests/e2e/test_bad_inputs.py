@@ -46,7 +46,7 @@ def dicom(name: str = "CT_small.dcm") -> bytes:
 
 def nifti_gz() -> bytes:
     volume = np.arange(64 * 64 * 8, dtype=np.int16).reshape(64, 64, 8)
-    image = nib.Nifti1Image(volume, np.eye(4))  # type: ignore[no-untyped-call]
+    image = nib.Nifti1Image(volume, np.eye(4))
     data: bytes = image.to_bytes()
     return gzip.compress(data)
 

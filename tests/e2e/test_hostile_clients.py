@@ -85,7 +85,7 @@ def long_series_with_far_findings() -> tuple[bytes, list[int]]:
             disc = (y - row) ** 2 + (x - col) ** 2 <= radius**2
             volume[z + dz][disc] = 30
     # NIfTI's first axes are x, y: (Z, H, W) -> (W, H, Z).
-    image = nib.Nifti1Image(  # type: ignore[no-untyped-call]
+    image = nib.Nifti1Image(
         np.ascontiguousarray(volume.transpose(2, 1, 0)), np.diag([0.7, 0.7, 2.5, 1.0])
     )
     data: bytes = image.to_bytes()

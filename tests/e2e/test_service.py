@@ -205,7 +205,7 @@ def test_metrics_have_the_stage_histograms(http: httpx.Client) -> None:
 def ct_volume(slices: int) -> bytes:
     """A CT-like NIfTI volume in Hounsfield units: air around a body with two dark lungs."""
     volume = np.repeat(chest_hu_plane().T[:, :, np.newaxis], slices, axis=2)
-    image = nib.Nifti1Image(volume, np.diag([0.7, 0.7, 2.5, 1.0]))  # type: ignore[no-untyped-call]
+    image = nib.Nifti1Image(volume, np.diag([0.7, 0.7, 2.5, 1.0]))
     data: bytes = image.to_bytes()
     return data
 

@@ -233,8 +233,8 @@ def test_classification_of_a_jpeg_agrees_with_the_png(
 
 def test_classification_of_photographs(http: httpx.Client) -> None:
     """Not chest slices, so any answer will do; what matters is that grey and RGB JPEG/PNG run."""
-    infer(http, "lesion_classifier", [("camera.jpg", jpeg_bytes(skimage_data.camera()))])  # type: ignore[no-untyped-call]
-    infer(http, "lesion_classifier", [("astronaut.png", png_bytes(skimage_data.astronaut()))])  # type: ignore[no-untyped-call]
+    infer(http, "lesion_classifier", [("camera.jpg", jpeg_bytes(skimage_data.camera()))])
+    infer(http, "lesion_classifier", [("astronaut.png", png_bytes(skimage_data.astronaut()))])
 
 
 def test_classification_of_pydicom_ct_and_mr(http: httpx.Client) -> None:
@@ -399,7 +399,7 @@ def nifti_bytes(phantom: PhantomVolume) -> bytes:
     """The volume as NIfTI with an LPS-like affine: voxel axes (col, row, slice) as stored."""
     spacing_z, spacing_row, spacing_col = phantom.spacing_mm
     affine = np.diag([-spacing_col, -spacing_row, spacing_z, 1.0])
-    image = nib.Nifti1Image(phantom.hu.transpose(2, 1, 0), affine)  # type: ignore[no-untyped-call]
+    image = nib.Nifti1Image(phantom.hu.transpose(2, 1, 0), affine)
     image.header["descrip"] = b"CT phantom"
     return image.to_bytes()
 

@@ -20,8 +20,9 @@ import pytest
 
 from gateway.errors import InvalidModelConfig, ModelNotFound, ModelNotReady
 from gateway.pipelines.builtin import ClassificationPipeline
-from gateway.pipelines.catalog import ModelCatalog, ModelInfo, load_pipeline_class
+from gateway.pipelines.catalog import ModelCatalog, load_pipeline_class
 from gateway.pipelines.examples import LungSegmentationModel
+from gateway.schemas import ModelInfo
 from gateway.settings import Settings, SettingsError
 from gateway.triton import TritonClient
 from tests.conftest import MODEL_REPOSITORY, StartTriton

@@ -27,7 +27,7 @@ def test_resize_matches_skimage_bilinear_without_antialiasing() -> None:
     rng = np.random.default_rng(0)
     stack = rng.integers(-1000, 2000, (3, 37, 53)).astype(np.int16)
     for size in [(16, 16), (64, 100), (37, 20)]:
-        expected = resize(  # type: ignore[no-untyped-call]
+        expected = resize(
             stack.astype(np.float64), (3, *size), order=1, anti_aliasing=False, mode="edge"
         )
         np.testing.assert_allclose(resize_stack(stack, size), expected, rtol=0, atol=1e-3)

@@ -124,7 +124,7 @@ def seeds(workdir: Path) -> list[Seed]:
 def _camera() -> np.ndarray:
     from skimage import data
 
-    picture: np.ndarray = data.camera()[::4, ::4]  # type: ignore[no-untyped-call]
+    picture: np.ndarray = data.camera()[::4, ::4]
     return picture
 
 
@@ -228,7 +228,7 @@ def _nifti_field(content: bytes, field: str, value: float) -> bytes | None:
     raw = gzip.decompress(content) if gzipped else content
     size = 540 if raw[:4] == (540).to_bytes(4, "little") else 348
     image_class = nib.Nifti2Header if size == 540 else nib.Nifti1Header
-    header = image_class.from_fileobj(io.BytesIO(raw[:size]), check=False)  # type: ignore[no-untyped-call]
+    header = image_class.from_fileobj(io.BytesIO(raw[:size]), check=False)
     try:
         current = np.asarray(header[field])
         header[field] = np.full(current.shape, value).astype(current.dtype)

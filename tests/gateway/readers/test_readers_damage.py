@@ -152,7 +152,7 @@ def test_the_reader_boundary_turns_decoder_failures_into_4xx(tmp_path: Path) -> 
 
 
 def nifti(data: np.ndarray, affine: np.ndarray | None = None) -> bytes:
-    image = nib.Nifti1Image(data, np.eye(4) if affine is None else affine)  # type: ignore[no-untyped-call]
+    image = nib.Nifti1Image(data, np.eye(4) if affine is None else affine)
     raw: bytes = image.to_bytes()
     return raw
 
@@ -196,7 +196,7 @@ def test_an_all_nan_sform_is_unreadable(tmp_path: Path) -> None:
 
 
 def test_an_unknown_spatial_unit_is_read_as_millimetres(tmp_path: Path) -> None:
-    image = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.diag([2.0, 2.0, 3.0, 1.0]))  # type: ignore[no-untyped-call]
+    image = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.diag([2.0, 2.0, 3.0, 1.0]))
     image.header["xyzt_units"] = 7  # not a NIfTI unit code
     result = read(tmp_path, {"u.nii": image.to_bytes()})
     assert result.spacing == (3.0, 2.0, 2.0)

@@ -42,7 +42,7 @@ def nifti_bytes(
     (nibabel's writer recomputes scl_slope/scl_inter for the array it is handed)."""
     image_class = nib.Nifti2Image if version == 2 else nib.Nifti1Image
     header = image_class(data, affine).header  # type: ignore[no-untyped-call]
-    header.set_data_dtype(data.dtype)  # type: ignore[no-untyped-call]
+    header.set_data_dtype(data.dtype)
     header["scl_slope"] = np.nan if slope is None else slope
     header["scl_inter"] = np.nan if intercept is None else intercept
     header["descrip"] = descrip.encode()
@@ -154,7 +154,7 @@ def test_ct_description_marks_hounsfield(tmp_path: Path) -> None:
 def test_shipped_anatomical_mr_is_not_ct(tmp_path: Path) -> None:
     image = read(tmp_path, nibabel_file("anatomical.nii"), name="anatomical.nii")
     source = nib.load(nibabel_file("anatomical.nii"))
-    canonical = np.asanyarray(nib.as_closest_canonical(source).dataobj)  # type: ignore[no-untyped-call]
+    canonical = np.asanyarray(nib.as_closest_canonical(source).dataobj)
     np.testing.assert_array_equal(image.pixels, canonical.transpose(2, 1, 0)[:, ::-1, ::-1])
     assert image.pixels.dtype.isnative
     assert not image.hounsfield  # its minimum is -610: not air
@@ -228,9 +228,9 @@ def test_header_of_a_pair_is_refused(tmp_path: Path) -> None:
 
 
 def test_huge_declared_volume_fails_from_the_header(tmp_path: Path) -> None:
-    header = nib.Nifti1Header()  # type: ignore[no-untyped-call]
-    header.set_data_shape((20_000, 20_000, 400))  # type: ignore[no-untyped-call]
-    header.set_data_dtype(np.int16)  # type: ignore[no-untyped-call]
+    header = nib.Nifti1Header()
+    header.set_data_shape((20_000, 20_000, 400))
+    header.set_data_dtype(np.int16)
     data = header.binaryblock + b"\0" * 4 + b"\0" * 1024
     with pytest.raises(ImageTooLarge, match="20000 x 20000"):
         read(tmp_path, gzip.compress(data))
