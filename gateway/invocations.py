@@ -19,7 +19,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,11 +30,11 @@ from starlette.types import Receive
 
 from aicoco import AiImage, IdGenerator
 from gateway.body import receive_body
-from gateway.errors import InvalidAiCOCO, InvalidInput, UnreadableFile, UploadTimeout
+from gateway.errors import InvalidAiCOCO, InvalidInput, UploadTimeout
 from gateway.json_fields import parse_field
 from gateway.metrics import Metrics
-from gateway.readers.matching import check_names
-from gateway.request import InferenceRequest, StageObserver, Upload
+from gateway.readers.matching import check_uploads
+from gateway.request import InferenceRequest, StageObserver
 from gateway.service import service_of
 from gateway.uploads import (
     Form,
@@ -181,7 +181,7 @@ def build_request(
     fields = {name: parse_field(name, text) for name, text in form.fields.items()}
     raw_images = _take_images(fields)
     images = _validate_images(raw_images)
-    _check_files(images, form.uploads)
+    check_uploads((image.file_name for image in images), form.uploads)
     return InferenceRequest(
         request_id=request_id,
         model_name=model_name,
@@ -258,18 +258,6 @@ def _validate_images(raw: Any) -> list[AiImage]:
             )
         seen.add(image.id)
     return images
-
-
-def _check_files(images: list[AiImage], uploads: Mapping[str, Upload]) -> None:
-    """Pair by exact name (never by suffix: '11.dcm' is not '1.dcm'), then refuse empty files,
-    before any file is read."""
-    check_names((image.file_name for image in images), uploads)
-    for upload in uploads.values():
-        if upload.size == 0:
-            raise UnreadableFile(
-                f"the file {upload.file_name!r} is empty (0 bytes)",
-                details={"file_name": upload.file_name},
-            )
 
 
 def _json_type(value: Any) -> str:

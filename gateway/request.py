@@ -1,4 +1,4 @@
-"""What one inference request carries from the HTTP layer into a pipeline.
+"""What one inference request carries from the HTTP layer into a pipeline, and what a pipeline is.
 
 The HTTP layer (``invocations``) builds it; pipelines read it. Everything per request lives here,
 never on a pipeline object, so one pipeline instance serves concurrent requests safely.
@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from aicoco import AiImage, IdGenerator
+from aicoco import AiCOCOOutput, AiImage, IdGenerator
 
 StageObserver = Callable[[str, float], None]
 """Called with a stage name (parse, read, preprocess, triton, postprocess, format) and seconds."""
@@ -52,3 +52,9 @@ class InferenceRequest:
         finally:
             if self.observe is not None:
                 self.observe(name, time.perf_counter() - start)
+
+
+class Pipeline(Protocol):
+    """What the HTTP layer calls: one request in, one AiCOCO document out."""
+
+    async def __call__(self, request: InferenceRequest) -> AiCOCOOutput: ...

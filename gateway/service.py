@@ -13,18 +13,13 @@ from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
-from aicoco import AiCOCOOutput
 from gateway.admission import InferenceQueue, UploadGate
 from gateway.body import Pace
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import Metrics
-from gateway.request import InferenceRequest
+from gateway.request import Pipeline
 from gateway.schemas import ModelInfo
 from gateway.settings import Settings
-
-
-class Pipeline(Protocol):
-    async def __call__(self, request: InferenceRequest) -> AiCOCOOutput: ...
 
 
 class Catalog(Protocol):

@@ -79,8 +79,13 @@ class TensorSpec:
         return dtype
 
     def describe(self) -> str:
-        dims = ", ".join("?" if d < 0 else str(d) for d in self.shape)
-        return f"{self.name} ({self.datatype} [{dims}])"
+        return f"{self.name} ({self.datatype} {dims_text(self.shape)})"
+
+
+def dims_text(shape: tuple[int, ...]) -> str:
+    """A tensor shape as messages write it: ``[N, 1, ?, ?]``, with ``?`` where any size is
+    allowed (-1) and ``N`` for the batch (-2)."""
+    return "[" + ", ".join({-1: "?", -2: "N"}.get(d, str(d)) for d in shape) + "]"
 
 
 @dataclass(frozen=True)
@@ -508,8 +513,7 @@ def _check_shape(model: str, spec: TensorSpec, array: np.ndarray, batch: int) ->
         want < 0 or want == got for want, got in zip(spec.shape, item, strict=True)
     )
     if not matches:
-        expected = "[N, " if batch else "["
-        expected += ", ".join("?" if d < 0 else str(d) for d in spec.shape) + "]"
+        expected = dims_text(((-2,) if batch else ()) + spec.shape)
         raise InternalError(
             f"input '{spec.name}' of model '{model}' must have shape {expected}, "
             f"got {list(array.shape)}",

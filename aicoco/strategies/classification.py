@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aicoco.models import AiCOCOOutput
-from aicoco.strategies.base import Skeleton, OutputStrategy, binary_vector, single_or_meta
+from aicoco.strategies.base import OutputStrategy, Skeleton, binary_vector, single_or_meta
 
 
 class ClassificationStrategy(OutputStrategy):

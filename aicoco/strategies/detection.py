@@ -9,7 +9,7 @@ import numpy as np
 
 from aicoco.errors import AiCOCOFormatError
 from aicoco.models import AiAnnotation, AiCOCOOutput, AiObject, AiRegressionItem
-from aicoco.strategies.base import Skeleton, OutputStrategy, as_array, binary_values
+from aicoco.strategies.base import OutputStrategy, Skeleton, as_array, binary_values
 from aicoco.strategies.regression import finite
 
 _KEYS = ("bbox_pred", "cls_pred", "confidence_score", "regression_value")

@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from aicoco._json import as_float64
 from aicoco.errors import AiCOCOFormatError
 from aicoco.models import AiCOCOOutput, AiRegressionItem
-from aicoco.strategies.base import Skeleton, OutputStrategy, as_array, single_or_meta
+from aicoco.strategies.base import OutputStrategy, Skeleton, as_array, single_or_meta
 
 
 class RegressionStrategy(OutputStrategy):
@@ -45,11 +46,7 @@ def finite(array: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, np.dtype[n
         array
     ):
         raise AiCOCOFormatError(f"expected `{name}` to hold real numbers, got dtype {array.dtype}")
-    if np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize < 8:
-        # Through the shortest decimal text, so a float32 0.9 is written 0.9, not
-        # 0.8999999761581421.
-        array = array.astype(str)
-    values = array.astype(np.float64)
+    values = as_float64(array)
     bad = ~np.isfinite(values)
     if bad.any():
         position = tuple(int(i) for i in np.argwhere(bad)[0])

@@ -21,7 +21,7 @@ from aicoco.contours import outer_contours
 from aicoco.errors import AiCOCOFormatError
 from aicoco.models import AiAnnotation, AiCOCOOutput, AiObject, AiRLE
 from aicoco.rle import counts
-from aicoco.strategies.base import Skeleton, OutputStrategy, as_array
+from aicoco.strategies.base import OutputStrategy, Skeleton, as_array
 
 Segmentation = list[list[int | float]] | AiRLE
 

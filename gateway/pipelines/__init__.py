@@ -7,11 +7,11 @@ Porting a FLaVor model means changing its imports and returning a :class:`Triton
 
 from gateway.pipelines.base import (
     AiCOCOImagePipeline,
-    Pipeline,
     PipelineBinding,
     TritonModel,
     binding_scope,
 )
+from gateway.request import Pipeline
 
 BaseAiCOCOImageInferenceModel = AiCOCOImagePipeline
 """FLaVor's name for :class:`AiCOCOImagePipeline`."""

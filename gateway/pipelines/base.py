@@ -28,23 +28,18 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, overload
+from typing import Any, ClassVar, overload
 
 import numpy as np
 
 from aicoco import AiCOCOFormatError, AiCOCOOutput, AiImage, CategorySpec, RegressionSpec
-from gateway.errors import FileMismatch, InternalError, InvalidModelOutput
+from gateway.errors import InternalError, InvalidModelOutput
 from gateway.logs import request_id_var
 from gateway.readers import ReadLimits
+from gateway.readers.matching import check_uploads
 from gateway.request import InferenceRequest
 from gateway.triton import BatchSink, ModelConfig, TritonClient
 from gateway.workers import run_cpu
-
-
-class Pipeline(Protocol):
-    """What the HTTP layer calls: one request in, one AiCOCO document out."""
-
-    async def __call__(self, request: InferenceRequest) -> AiCOCOOutput: ...
 
 
 @dataclass(frozen=True)
@@ -329,16 +324,11 @@ def _keyword_names(
 def _files(
     request: InferenceRequest, images: Sequence[AiImage]
 ) -> tuple[list[str], dict[str, str]]:
-    """Local paths of the uploads, one per distinct file in entry order, and path -> file name."""
-    missing = sorted({image.file_name for image in images} - set(request.uploads))
-    unused = sorted(set(request.uploads) - {image.file_name for image in images})
-    if missing or unused:
-        raise FileMismatch(
-            "uploaded files and images entries must pair up by exact file name"
-            + (f"; entries without a file: {missing}" if missing else "")
-            + (f"; files without an entry: {unused}" if unused else ""),
-            details={"missing_files": missing, "unmatched_files": unused},
-        )
+    """Local paths of the uploads, one per distinct file in entry order, and path -> file name.
+
+    The HTTP layer has checked the pairing already; a pipeline called directly (a test, a
+    benchmark) gets the same check."""
+    check_uploads((image.file_name for image in images), request.uploads)
     paths: dict[str, str] = {}
     for image in images:
         upload = request.uploads[image.file_name]

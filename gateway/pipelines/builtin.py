@@ -49,7 +49,7 @@ from gateway.pipelines.params import (
 from gateway.pipelines.preprocessing import to_model_input
 from gateway.readers import ImageSet, read_images
 from gateway.request import Upload
-from gateway.triton import ModelConfig, TensorSpec
+from gateway.triton import ModelConfig, TensorSpec, dims_text
 from gateway.workers import run_cpu
 
 INPUT = "image"
@@ -363,7 +363,6 @@ def _check_output(config: ModelConfig, name: str, datatype: str, shape: tuple[in
 def _check_spec(
     model: str, spec: TensorSpec, datatype: str, shape: tuple[int, ...], kind: str
 ) -> None:
-    want = "[" + ", ".join("?" if d < 0 else str(d) for d in shape) + "]"
     fits = len(spec.shape) == len(shape) and all(
         have < 0 or want_dim < 0 or have == want_dim
         for have, want_dim in zip(spec.shape, shape, strict=True)
@@ -372,7 +371,7 @@ def _check_spec(
         _config_error(
             model,
             f"{kind} '{spec.name}' is {spec.describe()}; its aicoco parameters need "
-            f"{datatype} {want}",
+            f"{datatype} {dims_text(shape)}",
         )
 
 

@@ -23,15 +23,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from gateway.errors import ApiError, InternalError, InvalidModelConfig
-from gateway.pipelines.base import (
-    AiCOCOImagePipeline,
-    Pipeline,
-    PipelineBinding,
-    binding_scope,
-)
+from gateway.pipelines.base import AiCOCOImagePipeline, PipelineBinding, binding_scope
 from gateway.pipelines.builtin import builtin_pipeline
 from gateway.pipelines.params import has_aicoco_parameters
 from gateway.readers import ReadLimits
+from gateway.request import Pipeline
 from gateway.schemas import ModelInfo
 from gateway.settings import Settings, SettingsError
 from gateway.triton import ModelConfig, ModelState, TritonClient

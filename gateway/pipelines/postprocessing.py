@@ -147,8 +147,10 @@ def detect(
     }
 
 
-SLICES_PER_BLOCK = 16
-"""Slices resized at once: bounds the full-resolution temporaries of a long volume."""
+MASK_BLOCK_SLICES = 16
+"""Slices of full-resolution masks handled at once outside a Triton batch (unpacked for the
+result, labelled as one slab of components, fed by :func:`segment`): bounds the unpacked
+temporaries of a long volume."""
 
 
 SLICES_PER_PUT = 4
@@ -229,8 +231,8 @@ def segment(
         raise ValueError(f"expected (slices, classes, rows, cols), got {maps.shape}")
     slices, classes = maps.shape[:2]
     stack = MaskStack(classes, slices, image_size)
-    for start in range(0, slices, SLICES_PER_BLOCK):
-        stack.put(start, maps[start : start + SLICES_PER_BLOCK], threshold)
+    for start in range(0, slices, MASK_BLOCK_SLICES):
+        stack.put(start, maps[start : start + MASK_BLOCK_SLICES], threshold)
     return stack.result(instances=instances, volumetric=volumetric, order=order)
 
 
@@ -291,14 +293,14 @@ class MaskStack:
         if not instances:
             result = np.empty((classes, slices, *self.image_size), dtype=bool)
             for c in range(classes):
-                for start in range(0, slices, SLICES_PER_BLOCK):
-                    picked = source[start : start + SLICES_PER_BLOCK]
+                for start in range(0, slices, MASK_BLOCK_SLICES):
+                    picked = source[start : start + MASK_BLOCK_SLICES]
                     result[c, start : start + len(picked)] = self._unpack(c, picked)
             return result
         slot = np.empty(slices, dtype=np.intp)
         slot[source] = np.arange(slices)
         found = [
-            find_components(self.masks(c), slices, volumetric=volumetric, slab=SLICES_PER_BLOCK)
+            find_components(self.masks(c), slices, volumetric=volumetric, slab=MASK_BLOCK_SLICES)
             for c in range(classes)
         ]
         labels = np.empty(

@@ -36,8 +36,9 @@ Float32Array = npt.NDArray[np.float32]
 
 LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
-SLICES_PER_BLOCK = 32
-"""Slices resized at once: bounds the float temporaries of a long volume."""
+RESIZE_BLOCK_SLICES = 32
+"""Slices resized into the model's input at once: bounds the float temporaries of a long
+volume."""
 
 
 def to_model_input(pixels: np.ndarray, *, hounsfield: bool, spec: InputSpec) -> Float32Array:
@@ -74,9 +75,9 @@ def resize_stack(stack: np.ndarray, size: tuple[int, int]) -> Float32Array:
     height, width = size
     out = np.empty((stack.shape[0], height, width), dtype=np.float32)
     fast = stack.shape[1] % height == 0 and stack.shape[2] % width == 0
-    for start in range(0, stack.shape[0], SLICES_PER_BLOCK):
-        block = stack[start : start + SLICES_PER_BLOCK]
-        target = out[start : start + SLICES_PER_BLOCK]
+    for start in range(0, stack.shape[0], RESIZE_BLOCK_SLICES):
+        block = stack[start : start + RESIZE_BLOCK_SLICES]
+        target = out[start : start + RESIZE_BLOCK_SLICES]
         if fast:
             _shrink(block, stack.shape[1] // height, stack.shape[2] // width, target)
         else:

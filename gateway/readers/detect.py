@@ -43,13 +43,10 @@ class FileKind(enum.Enum):
 
 
 def detect(upload: Upload) -> FileKind:
-    """The kind of ``upload`` by its content; 422 if it is empty, 415 if it is none we read."""
+    """The kind of ``upload`` by its content; 415 if it is none we read (an empty file was
+    refused earlier, by :func:`~gateway.readers.matching.check_uploads`)."""
     with upload.path.open("rb") as f:
         head = f.read(_HEAD_BYTES)
-    if not head:
-        raise UnreadableFile(
-            f"'{upload.file_name}' is empty (0 bytes)", details={"file_name": upload.file_name}
-        )
     if head[128:132] == b"DICM":
         return FileKind.DICOM
     if head.startswith(_PNG_MAGIC):

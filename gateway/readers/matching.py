@@ -2,7 +2,8 @@
 
 The reference pairs by suffix, so an entry for ``1.dcm`` also takes ``11.dcm``; here a name
 matches only itself. Every file needs an entry and every entry a file: anything left over is a
-422 ``file_mismatch`` that lists the names, never a silent drop. Several entries may name one
+422 ``file_mismatch`` that lists the names, never a silent drop. An empty file is refused here
+too, for every pipeline, before anything reads it. Several entries may name one
 file (a volume: one entry per slice, or one for the whole volume).
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aicoco import AiImage
-from gateway.errors import FileMismatch, InvalidInput
+from gateway.errors import FileMismatch, InvalidInput, UnreadableFile
 from gateway.request import Upload
 
 _LISTED = 20
@@ -41,7 +42,7 @@ def match(images: Sequence[AiImage], uploads: Mapping[str, Upload]) -> list[File
     by_file: dict[str, list[AiImage]] = defaultdict(list)
     for image in images:
         by_file[image.file_name].append(image)
-    check_names(by_file, uploads)
+    check_uploads(by_file, uploads)
     paired = [
         FileEntries(uploads[name], sorted(entries, key=lambda e: e.index))
         for name, entries in by_file.items()
@@ -55,9 +56,9 @@ def _quote(values: Sequence[object]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def check_names(named: Iterable[str], uploads: Mapping[str, Upload]) -> None:
-    """Every file named by an entry was uploaded and every upload is named: run before any file
-    is read, so that a mismatch costs nothing."""
+def check_uploads(named: Iterable[str], uploads: Mapping[str, Upload]) -> None:
+    """Every file named by an entry was uploaded, every upload is named, and none is empty: run
+    before any file is read, so that a mismatch costs nothing."""
     wanted = set(named)
     missing = sorted(name for name in wanted if name not in uploads)
     unreferenced = sorted(name for name in uploads if name not in wanted)
@@ -71,3 +72,9 @@ def check_names(named: Iterable[str], uploads: Mapping[str, Upload]) -> None:
             "; ".join(problems) + " (file names must match exactly)",
             details={"missing_files": missing, "unmatched_files": unreferenced},
         )
+    for upload in uploads.values():
+        if upload.size == 0:
+            raise UnreadableFile(
+                f"the file {upload.file_name!r} is empty (0 bytes)",
+                details={"file_name": upload.file_name},
+            )

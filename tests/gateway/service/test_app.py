@@ -33,9 +33,8 @@ from gateway.errors import (
     error_classes,
 )
 from gateway.openapi import errors_markdown
-from gateway.request import InferenceRequest
+from gateway.request import InferenceRequest, Pipeline
 from gateway.schemas import ModelInfo
-from gateway.service import Pipeline
 from gateway.settings import Settings
 
 pytestmark = pytest.mark.anyio
