@@ -10,7 +10,7 @@ TRAIN_VENV := .venv-train
 TRAIN_STAMP := $(TRAIN_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format typecheck check bench soak fuzz triton serve models up down clean
+.PHONY: help venv run test lint format typecheck check docs bench soak fuzz triton serve models up down clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ typecheck: $(STAMP) ## mypy, strict
 	$(PY) -m mypy aicoco gateway triton_local benchmarks training tests docker/healthcheck.py
 
 check: lint typecheck
+
+docs: $(STAMP) ## Rewrite the generated tables (settings in README, errors in docs/errors.md)
+	$(PY) -m gateway.doctables
 
 bench: $(STAMP) ## Benchmarks: aicoco formatting and the gateway against local Triton
 	$(PY) -m benchmarks

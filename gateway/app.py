@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, MutableHeaders
@@ -23,7 +22,6 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import workers
 from gateway.admission import InferenceQueue, UploadGate
 from gateway.body import Pace
 from gateway.errors import ApiError, InternalError, MethodNotAllowed, ModelNotFound, RouteNotFound
@@ -37,6 +35,7 @@ from gateway.schemas import Liveness, ModelList, Readiness
 from gateway.service import Catalog, Service, TritonHealth, service_of
 from gateway.settings import Settings
 from gateway.triton import TritonClient
+from gateway.workers import CpuPool
 
 logger = logging.getLogger("gateway")
 access_logger = logging.getLogger("gateway.access")
@@ -59,36 +58,39 @@ def create_app(
     """The gateway app. Without ``triton`` and ``catalog`` the lifespan builds the real ones."""
     if (triton is None) != (catalog is None):
         raise ValueError("pass both triton and catalog, or neither")
+    # What the middleware needs exists before the lifespan; the rest is made by it.
     metrics = Metrics()
-    service = Service(
-        settings=settings,
-        metrics=metrics,
-        uploads=UploadGate(settings.max_uploads, metrics),
-        queue=InferenceQueue(
-            settings.max_in_flight, settings.max_queue, settings.queue_timeout_s, metrics
-        ),
-        pace=Pace(settings.upload_idle_timeout_s, settings.upload_min_rate),
-    )
+    pace = Pace(settings.upload_idle_timeout_s, settings.upload_min_rate)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        workers.configure(settings.cpu_workers)
-        client: TritonClient | None = None
-        if triton is not None and catalog is not None:
-            service.triton, service.catalog = triton, catalog
-        else:
-            client = TritonClient(settings.triton_url, settings.triton_timeout_s)
-            service.triton, service.catalog = client, ModelCatalog(client, settings)
-        try:
-            await _warm_up(service)
-            yield
-        finally:
-            logger.info("shutting down")
-            service.catalog = None
-            service.triton = None
-            if client is not None:
-                await client.close()
-            workers.shutdown()
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Service]]:
+        with CpuPool(settings.cpu_workers) as cpu:
+            client: TritonClient | None = None
+            if triton is not None and catalog is not None:
+                health, models = triton, catalog
+            else:
+                client = TritonClient(settings.triton_url, settings.triton_timeout_s)
+                health, models = client, ModelCatalog(client, settings, cpu)
+            service = Service(
+                settings=settings,
+                metrics=metrics,
+                uploads=UploadGate(settings.max_uploads, metrics),
+                queue=InferenceQueue(
+                    settings.max_in_flight, settings.max_queue, settings.queue_timeout_s, metrics
+                ),
+                pace=pace,
+                cpu=cpu,
+                catalog=models,
+                triton=health,
+                openapi=openapi_document(settings),
+            )
+            try:
+                await _warm_up(service)
+                yield {"service": service}
+            finally:
+                logger.info("shutting down")
+                if client is not None:
+                    await client.close()
 
     routes = [
         Route("/invocations", invoke, methods=["POST"]),
@@ -107,11 +109,9 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
     )
-    app.state.service = service
-    app.state.openapi = None
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     # Outermost: it must see every response, the error pages of the middleware above included.
-    app.add_middleware(UnreadBodyMiddleware, pace=service.pace)
+    app.add_middleware(UnreadBodyMiddleware, pace=pace)
     return app
 
 
@@ -124,7 +124,7 @@ async def _warm_up(service: Service) -> None:
     name = service.settings.default_model
     try:
         async with asyncio.timeout(WARM_UP_TIMEOUT_S):
-            await service.require_catalog().pipeline(name)
+            await service.catalog.pipeline(name)
     except (ApiError, TimeoutError) as exc:
         logger.warning("default model %r is not ready yet: %s", name, exc)
     else:
@@ -148,9 +148,8 @@ async def ready(request: Request) -> Response:
     triton_ready = model_ready = False
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
-            triton = service.require_triton()
-            triton_ready = await triton.server_ready()
-            model_ready = triton_ready and await triton.model_ready(name)
+            triton_ready = await service.triton.server_ready()
+            model_ready = triton_ready and await service.triton.model_ready(name)
     except (ApiError, TimeoutError) as exc:
         logger.info("not ready: %s", exc)
     ok = triton_ready and model_ready
@@ -165,7 +164,7 @@ async def ready(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     service = service_of(request)
-    models = await service.require_catalog().describe()
+    models = await service.catalog.describe()
     listed = ModelList(default_model=service.settings.default_model, models=list(models))
     return JSONResponse(listed.model_dump(mode="json"))
 
@@ -173,7 +172,7 @@ async def list_models(request: Request) -> Response:
 async def describe_model(request: Request) -> Response:
     service = service_of(request)
     name = request.path_params["name"]
-    for model in await service.require_catalog().describe():
+    for model in await service.catalog.describe():
         if model.name == name:
             return JSONResponse(model.model_dump(mode="json"))
     raise ModelNotFound(
@@ -186,19 +185,12 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(metrics.render(), media_type=metrics.content_type)
 
 
-def _openapi(request: Request) -> dict[str, Any]:
-    if request.app.state.openapi is None:
-        request.app.state.openapi = openapi_document(service_of(request).settings)
-    document: dict[str, Any] = request.app.state.openapi
-    return document
-
-
 async def openapi_endpoint(request: Request) -> Response:
-    return JSONResponse(_openapi(request))
+    return JSONResponse(service_of(request).openapi)
 
 
 async def docs_endpoint(request: Request) -> Response:
-    return HTMLResponse(render_docs(_openapi(request)))
+    return HTMLResponse(render_docs(service_of(request).openapi))
 
 
 # Errors.

@@ -35,7 +35,7 @@ The tree, by HTTP status (catch a parent to catch its children)::
     ├── InvalidModelOutput               500 invalid_model_output
     ├── InvalidModelConfig               500 invalid_model_config
     ├── ModelError                       502 model_error
-    ├── ServiceUnavailable               503 service_unavailable (Retry-After)
+    ├── ServiceUnavailable               503 (catches the three below; Retry-After)
     │   ├── ServerBusy                       server_busy
     │   ├── TritonUnavailable                triton_unavailable
     │   └── ModelNotReady                    model_not_ready
@@ -59,7 +59,8 @@ class _Declared(type):
         mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
     ) -> _Declared:
         if any(isinstance(base, _Declared) for base in bases):
-            missing = [key for key in ("code", "when", "fix") if key not in namespace]
+            sent = ("code", "when", "fix")
+            missing = [key for key in sent if key not in namespace and not namespace.get("parent")]
             if "status" not in namespace and not any(hasattr(b, "status") for b in bases):
                 missing.append("status")
             if missing:
@@ -83,6 +84,8 @@ class ApiError(Exception, metaclass=_Declared):
     """What the client (or the operator) should change."""
     closes_connection: ClassVar[bool] = False
     """Answered with ``Connection: close``, without reading what is left of the body."""
+    parent: ClassVar[bool] = False
+    """A class to catch its children by, never raised itself: it has no code of its own."""
 
     def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -104,10 +107,9 @@ class ApiError(Exception, metaclass=_Declared):
 
 
 def error_classes() -> Iterator[type[ApiError]]:
-    """Every error class a client can see, each followed by its children, as drawn above."""
-    for cls in ApiError.__subclasses__():
-        yield cls
-        yield from _descendants(cls)
+    """Every error class a client can see, each followed by its children, as drawn above
+    (parent-only classes left out)."""
+    return (cls for cls in _descendants(ApiError) if not cls.__dict__.get("parent"))
 
 
 def _descendants(cls: type[ApiError]) -> Iterator[type[ApiError]]:
@@ -329,10 +331,10 @@ class ModelError(ApiError):
 
 
 class ServiceUnavailable(ApiError):
+    """The 503s: each says, with ``Retry-After``, when trying again is worth it."""
+
     status = 503
-    code = "service_unavailable"
-    when = "The gateway is starting or stopping."
-    fix = "Retry after the Retry-After header's seconds."
+    parent = True
     retry_after_s: ClassVar[int] = 1
 
     def headers(self) -> dict[str, str]:

@@ -43,7 +43,6 @@ from gateway.uploads import (
     check_content_type,
     parse_form,
 )
-from gateway.workers import run_cpu
 
 T = TypeVar("T")
 
@@ -58,7 +57,7 @@ async def invoke(request: Request) -> Response:
     model_name: str = request.path_params.get("name", settings.default_model)
     boundary = check_content_type(request.headers.get("content-type"))
     check_content_length(request.headers.get("content-length"), settings.max_request_bytes)
-    catalog = service.require_catalog()
+    catalog = service.catalog
     # The model first, so that a large upload to a wrong name is refused before it is read.
     await catalog.pipeline(model_name)
 
@@ -90,7 +89,7 @@ async def invoke(request: Request) -> Response:
                 pipeline = await catalog.pipeline(model_name)
                 output = await pipeline(inference)
                 with inference.stage("format"):
-                    return await run_cpu(output.to_json_bytes)
+                    return await service.cpu.run(output.to_json_bytes)
 
         body = await unless_disconnected(request.receive, infer())
         stages.finish()

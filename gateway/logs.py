@@ -1,7 +1,7 @@
 """Logging with the request id on every line.
 
 The request id lives in a context variable: the HTTP middleware sets it for the task that serves
-the request, :func:`gateway.workers.run_cpu` carries it into the worker threads, and a filter on
+the request, :meth:`gateway.workers.CpuPool.run` carries it into the worker threads, and a filter on
 the gateway's handler copies it onto every record. Lines outside a request carry ``null``.
 JSON lines (one object per line) are the default because log collectors parse them without
 configuration; ``LOG_FORMAT=text`` is for people reading a terminal.

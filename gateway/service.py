@@ -1,4 +1,4 @@
-"""What the HTTP handlers share: settings, metrics, admission, Triton and the catalog.
+"""What the HTTP handlers share: settings, metrics, admission, the CPU pool, Triton and the catalog.
 
 The handlers depend on the small protocols below rather than on ``TritonClient`` and
 ``ModelCatalog`` themselves, which keeps this layer testable without a Triton server; the app's
@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.requests import HTTPConnection
 
 from gateway.admission import InferenceQueue, UploadGate
 from gateway.body import Pace
-from gateway.errors import ServiceUnavailable
 from gateway.metrics import Metrics
 from gateway.request import Pipeline
 from gateway.schemas import ModelInfo
 from gateway.settings import Settings
+from gateway.workers import CpuPool
 
 
 class Catalog(Protocol):
@@ -34,30 +34,25 @@ class TritonHealth(Protocol):
     async def model_ready(self, name: str) -> bool: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class Service:
+    """Everything a request may use, made by the app's lifespan and handed to each request in
+    Starlette's lifespan state: nothing in it is ever missing or replaced while the app runs."""
+
     settings: Settings
     metrics: Metrics
     uploads: UploadGate
     queue: InferenceQueue
     pace: Pace
     """The upload pace, shared by body reading and the drain after early answers."""
-    catalog: Catalog | None = None
-    """Set by the lifespan once Triton's client exists."""
-    triton: TritonHealth | None = None
-
-    def require_catalog(self) -> Catalog:
-        if self.catalog is None:
-            raise ServiceUnavailable("the gateway is starting; retry shortly")
-        return self.catalog
-
-    def require_triton(self) -> TritonHealth:
-        if self.triton is None:
-            raise ServiceUnavailable("the gateway is starting; retry shortly")
-        return self.triton
+    cpu: CpuPool
+    catalog: Catalog
+    triton: TritonHealth
+    openapi: dict[str, Any]
+    """``/openapi.json``, built once per app from its settings."""
 
 
 def service_of(connection: HTTPConnection) -> Service:
-    service = connection.app.state.service
-    assert isinstance(service, Service)
+    service = connection.state.service
+    assert isinstance(service, Service), "the app's lifespan did not run"
     return service

@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -185,10 +185,32 @@ def map_triton_error(exc: InferenceServerException, model: str | None) -> ApiErr
     return ModelError(f"{subject} failed: {message}", details=details)
 
 
+class GrpcClient(Protocol):
+    """What :class:`TritonClient` uses of ``tritonclient.grpc.aio.InferenceServerClient``: a test
+    passes an object with these methods to produce failures a healthy Triton never shows."""
+
+    async def is_server_live(self, **kwargs: Any) -> Any: ...
+
+    async def is_server_ready(self, **kwargs: Any) -> Any: ...
+
+    async def is_model_ready(self, model_name: str, **kwargs: Any) -> Any: ...
+
+    async def get_model_repository_index(self, **kwargs: Any) -> Any: ...
+
+    async def get_model_metadata(self, model_name: str, **kwargs: Any) -> Any: ...
+
+    async def get_model_config(self, model_name: str, **kwargs: Any) -> Any: ...
+
+    async def infer(self, model_name: str, inputs: list[Any], **kwargs: Any) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
 class TritonClient:
     """Async gRPC client for one Triton server; create it once, inside the running event loop.
 
     ``timeout_s`` bounds each ``infer`` call as a whole (all its batches share one deadline).
+    ``grpc`` replaces the gRPC client made for ``url`` (tests).
     """
 
     def __init__(
@@ -198,6 +220,7 @@ class TritonClient:
         *,
         config_ttl_s: float = 5.0,
         max_concurrent_batches: int = 8,
+        grpc: GrpcClient | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
@@ -208,7 +231,7 @@ class TritonClient:
         self._config_ttl_s = config_ttl_s
         self._max_concurrent_batches = max_concurrent_batches
         self._control_timeout_s = min(timeout_s, CONTROL_TIMEOUT_S)
-        self._client = grpcaio.InferenceServerClient(url)
+        self._client: GrpcClient = grpc or grpcaio.InferenceServerClient(url)
         self._configs: dict[str, tuple[float, ModelConfig]] = {}
         self._fetching: dict[str, asyncio.Future[ModelConfig]] = {}
 

@@ -1,4 +1,8 @@
-"""Fixtures shared by every test area: a real local Triton for end-to-end tests.
+"""Fixtures shared by every test area: a real local Triton for end-to-end tests, and the event
+loop of async tests.
+
+Async tests are marked ``anyio`` (anyio's pytest plugin, which Starlette brings) and run on
+asyncio, the gateway's loop; nothing wraps a coroutine in ``asyncio.run`` by hand.
 
 ``triton`` (session scope) serves ``model_repository/`` for the whole run, so the five example
 models load once. Tests that change a repository (drop-in, broken models) start their own server
@@ -24,6 +28,11 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPOSITORY_ROOT / "model_repository"
 
 StartTriton = Callable[..., LocalTriton]
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 def _stop_and_check(server: LocalTriton) -> None:

@@ -10,10 +10,10 @@ changes underneath, and why:
 - The pipeline is shared by concurrent requests, so nothing per request is stored on ``self``
   (FLaVor keeps ``self.images``); everything flows through arguments and return values.
 - CPU stages (``data_reader``, ``preprocess``, ``postprocess``, ``output_formatter``) run on the
-  gateway's worker pool through :func:`gateway.workers.run_cpu`, keeping the event loop free for
-  other requests and health checks. ``inference`` runs on the event loop because all it should do
-  is await Triton; a plain ``def inference(self, x): return self.network(x)`` works unchanged,
-  since calling a :class:`TritonModel` returns an awaitable that the pipeline awaits.
+  app's worker pool (``self.cpu``, a :class:`~gateway.workers.CpuPool`), keeping the event loop
+  free for other requests and health checks. ``inference`` runs on the event loop because all it
+  should do is await Triton; a plain ``def inference(self, x): return self.network(x)`` works
+  unchanged, since calling a :class:`TritonModel` returns an awaitable that the pipeline awaits.
 - Each stage is timed with ``request.stage(name)`` for the per-stage latency metrics.
 - Stages receive only the keyword arguments their signature accepts (or all of them with
   ``**kwargs``), so both FLaVor's narrow signatures and richer ones work.
@@ -39,17 +39,19 @@ from gateway.readers import ReadLimits
 from gateway.readers.matching import check_uploads
 from gateway.request import InferenceRequest
 from gateway.triton import BatchSink, ModelConfig, TritonClient
-from gateway.workers import run_cpu
+from gateway.workers import CpuPool
 
 
 @dataclass(frozen=True)
 class PipelineBinding:
-    """What a pipeline instance is built for: a model, the shared Triton client, read limits."""
+    """What a pipeline instance is built for: a model, and the app's Triton client, read limits
+    and CPU pool."""
 
     model_name: str
     triton: TritonClient
     config: ModelConfig
     limits: ReadLimits
+    cpu: CpuPool
 
 
 _binding: ContextVar[PipelineBinding | None] = ContextVar("pipeline_binding", default=None)
@@ -198,6 +200,11 @@ class AiCOCOImagePipeline(abc.ABC):
     def limits(self) -> ReadLimits:
         return self.binding.limits
 
+    @property
+    def cpu(self) -> CpuPool:
+        """The app's thread pool: for CPU work a stage does besides its own (it runs there)."""
+        return self.binding.cpu
+
     @abc.abstractmethod
     def define_inference_network(self) -> Any:
         """The network: usually ``TritonModel("name")``; assigned to ``self.network``."""
@@ -241,23 +248,29 @@ class AiCOCOImagePipeline(abc.ABC):
         fields = {k: v for k, v in request.fields.items() if k not in _RESERVED}
         with request.stage("read"):
             read = await _stage(
-                self.data_reader, files=files, images=images, uploads=request.uploads, **fields
+                self.cpu,
+                self.data_reader,
+                files=files,
+                images=images,
+                uploads=request.uploads,
+                **fields,
             )
         data, modified = _unpack_read(self.model_name, read)
         ordered = _reorder(images, modified, names) if modified else images
         with request.stage("preprocess"):
-            x = await _stage(self.preprocess, data)
+            x = await _stage(self.cpu, self.preprocess, data)
         with request.stage("triton"):
             out = self.inference(x)
             if inspect.isawaitable(out):
                 out = await out
         del x
         with request.stage("postprocess"):
-            model_out = await _stage(self.postprocess, out, data=data)
+            model_out = await _stage(self.cpu, self.postprocess, out, data=data)
         del out
         with request.stage("format"):
             try:
                 result = await _stage(
+                    self.cpu,
                     self.output_formatter,
                     model_out,
                     images=ordered,
@@ -278,17 +291,17 @@ class AiCOCOImagePipeline(abc.ABC):
 _RESERVED = frozenset({"files", "images", "uploads", "data", "ids"})
 
 
-async def _stage(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+async def _stage(cpu: CpuPool, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """Call a stage with the keywords it accepts: on the worker pool, or awaited if async.
 
-    ``fn`` is positional-only, and keywords naming a parameter the call already fills (the
-    bound ``self``, the positional arguments) are dropped: a client's extra field named
-    ``self``, ``fn`` or ``x`` reaches ``**kwargs`` stages only where it cannot collide.
+    ``cpu`` and ``fn`` are positional-only, and keywords naming a parameter the call already
+    fills (the bound ``self``, the positional arguments) are dropped: a client's extra field
+    named ``self``, ``fn`` or ``x`` reaches ``**kwargs`` stages only where it cannot collide.
     """
     call = functools.partial(fn, *args, **_accepted(fn, len(args), kwargs))
     if inspect.iscoroutinefunction(fn):
         return await call()
-    return await run_cpu(call)
+    return await cpu.run(call)
 
 
 def _accepted(fn: Callable[..., Any], positional: int, kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,6 @@ from gateway.pipelines.preprocessing import to_model_input
 from gateway.readers import ImageSet, read_images
 from gateway.request import Upload
 from gateway.triton import ModelConfig, TensorSpec, dims_text
-from gateway.workers import run_cpu
 
 INPUT = "image"
 
@@ -309,7 +308,7 @@ class SegmentationPipeline(BuiltinPipeline[SegmentationOutput]):
             name, threshold = ("mask", None) if "mask" in out else ("probabilities", spec.threshold)
             maps = self.output(out, name, 4)
             self.expect_channels(name, maps.shape[1], "categories", len(self.categories))
-            await run_cpu(stack.put, start, maps, threshold)
+            await self.cpu.run(stack.put, start, maps, threshold)
 
         await self.network.infer_each({INPUT: x.tensor}, put)
         return stack

@@ -31,7 +31,7 @@ from gateway.request import Pipeline
 from gateway.schemas import ModelInfo
 from gateway.settings import Settings, SettingsError
 from gateway.triton import ModelConfig, ModelState, TritonClient
-from gateway.workers import run_cpu
+from gateway.workers import CpuPool
 
 READY = "READY"
 
@@ -45,8 +45,9 @@ class _Entry:
 class ModelCatalog:
     """Pipelines by model name; one instance per app, shared by all requests."""
 
-    def __init__(self, triton: TritonClient, settings: Settings) -> None:
+    def __init__(self, triton: TritonClient, settings: Settings, cpu: CpuPool) -> None:
         self._triton = triton
+        self._cpu = cpu
         self._limits = ReadLimits(
             max_pixels_per_image=settings.max_pixels_per_image,
             max_total_voxels=settings.max_total_voxels,
@@ -69,12 +70,12 @@ class ModelCatalog:
             entry = self._entries.get(name)
             if entry is not None and (entry.config is config or entry.config == config):
                 return entry.pipeline
-            pipeline = await run_cpu(self._build, name, config)
+            pipeline = await self._cpu.run(self._build, name, config)
             self._entries[name] = _Entry(config, pipeline)
             return pipeline
 
     def _build(self, name: str, config: ModelConfig) -> Pipeline:
-        binding = PipelineBinding(name, self._triton, config, self._limits)
+        binding = PipelineBinding(name, self._triton, config, self._limits, self._cpu)
         custom = self._custom.get(name)
         if custom is None:
             if not has_aicoco_parameters(config.parameters):

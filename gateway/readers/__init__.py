@@ -1,7 +1,7 @@
 """File readers: a request's DICOM, NIfTI, PNG and JPEG uploads into one stack of slices.
 
 ``read_images(images, uploads, limits) -> ImageSet`` is the whole API: synchronous and CPU-bound
-(pipelines run it through ``gateway.workers.run_cpu``). The conventions -- file detection,
+(pipelines run it through the app's ``gateway.workers.CpuPool``). The conventions -- file detection,
 matching, stack order, orientation, values -- are documented in the modules:
 :mod:`~gateway.readers.detect`, :mod:`~gateway.readers.matching`,
 :mod:`~gateway.readers.reader`, :mod:`~gateway.readers.dicom`, :mod:`~gateway.readers.series`,

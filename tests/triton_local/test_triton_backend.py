@@ -113,14 +113,15 @@ def _executions(client: grpcclient.InferenceServerClient, model: str) -> tuple[i
     return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
 
 
-def test_dynamic_batch_runs_together_and_splits_back(
+@pytest.mark.anyio
+async def test_dynamic_batch_runs_together_and_splits_back(
     server: LocalTriton, client: grpcclient.InferenceServerClient
 ) -> None:
     rng = np.random.default_rng(2)
     inputs = [rng.random((1 + i % 2, 1, 3, 3), dtype=np.float32) for i in range(6)]
     inferences_before, executions_before = _executions(client, "affine")
 
-    outputs = asyncio.run(_concurrent(server.grpc_url, "affine", inputs))
+    outputs = await _concurrent(server.grpc_url, "affine", inputs)
 
     for x, y in zip(inputs, outputs, strict=True):
         assert isinstance(y, np.ndarray), y
@@ -131,11 +132,12 @@ def test_dynamic_batch_runs_together_and_splits_back(
     assert executions - executions_before < len(inputs)
 
 
-def test_a_bad_request_in_a_batch_fails_alone(server: LocalTriton) -> None:
+@pytest.mark.anyio
+async def test_a_bad_request_in_a_batch_fails_alone(server: LocalTriton) -> None:
     good = np.zeros((1, 1, 4, 4), np.float32)
     bad = np.zeros((1, 1, 5, 5), np.float32)
 
-    outputs = asyncio.run(_concurrent(server.grpc_url, "affine_fixed", [good, bad, good]))
+    outputs = await _concurrent(server.grpc_url, "affine_fixed", [good, bad, good])
 
     assert isinstance(outputs[0], np.ndarray) and isinstance(outputs[2], np.ndarray)
     np.testing.assert_array_equal(outputs[0], np.ones_like(good))

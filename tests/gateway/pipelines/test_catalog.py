@@ -12,9 +12,10 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -22,12 +23,11 @@ from gateway.errors import InvalidModelConfig, ModelNotFound, ModelNotReady
 from gateway.pipelines.builtin import ClassificationPipeline
 from gateway.pipelines.catalog import ModelCatalog, load_pipeline_class
 from gateway.pipelines.examples import LungSegmentationModel
-from gateway.schemas import ModelInfo
 from gateway.settings import Settings, SettingsError
 from gateway.triton import TritonClient
+from gateway.workers import CpuPool
 from tests.conftest import MODEL_REPOSITORY, StartTriton
 
-T = TypeVar("T")
 EXAMPLE = "gateway.pipelines.examples:LungSegmentationModel"
 WAIT_S = 120.0
 """Bounds the wait for Triton to reload an edited model; reaching it fails the test."""
@@ -55,16 +55,14 @@ def test_a_wrong_pipeline_entry_names_the_variable(target: str, fragment: str) -
     assert fragment in str(caught.value)
 
 
-def test_the_catalog_checks_pipelines_when_created() -> None:
-    async def scenario() -> None:
-        client = TritonClient("127.0.0.1:1", 1.0)
-        try:
-            with pytest.raises(SettingsError, match="cannot import nowhere"):
-                ModelCatalog(client, Settings(pipelines={"m": "nowhere:Pipeline"}))
-        finally:
-            await client.close()
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_the_catalog_checks_pipelines_when_created() -> None:
+    client = TritonClient("127.0.0.1:1", 1.0)
+    try:
+        with CpuPool(1) as cpu, pytest.raises(SettingsError, match="cannot import nowhere"):
+            ModelCatalog(client, Settings(pipelines={"m": "nowhere:Pipeline"}), cpu)
+    finally:
+        await client.close()
 
 
 def variant(repository: Path, name: str, edit: Callable[[str], str] = lambda text: text) -> None:
@@ -99,22 +97,21 @@ def repository(tmp_path: Path) -> Path:
     return folder
 
 
-def in_loop(url: str, scenario: Callable[[ModelCatalog, TritonClient], Awaitable[T]]) -> T:
-    async def run() -> T:
-        client = TritonClient(url, 30.0, config_ttl_s=0.2)
-        try:
-            return await scenario(ModelCatalog(client, Settings()), client)
-        finally:
-            await client.close()
-
-    return asyncio.run(run())
+@asynccontextmanager
+async def catalog_on(url: str) -> AsyncIterator[ModelCatalog]:
+    client = TritonClient(url, 30.0, config_ttl_s=0.2)
+    try:
+        with CpuPool(2) as cpu:
+            yield ModelCatalog(client, Settings(), cpu)
+    finally:
+        await client.close()
 
 
 @pytest.mark.e2e
-def test_pipelines_and_their_errors(start_triton: StartTriton, repository: Path) -> None:
+@pytest.mark.anyio
+async def test_pipelines_and_their_errors(start_triton: StartTriton, repository: Path) -> None:
     server = start_triton(repository)
-
-    async def scenario(catalog: ModelCatalog, client: TritonClient) -> None:
+    async with catalog_on(server.grpc_url) as catalog:
         pipeline = await catalog.pipeline("good")
         assert isinstance(pipeline, ClassificationPipeline)
         assert await catalog.pipeline("good") is pipeline
@@ -129,27 +126,24 @@ def test_pipelines_and_their_errors(start_triton: StartTriton, repository: Path)
         with pytest.raises(InvalidModelConfig, match=r"input 'image' is .*\[1, 128, 128\]"):
             await catalog.pipeline("wrong_size")
 
-    in_loop(server.grpc_url, scenario)
-
 
 @pytest.mark.e2e
-def test_describe_lists_every_model_with_its_state(
+@pytest.mark.anyio
+async def test_describe_lists_every_model_with_its_state(
     start_triton: StartTriton, repository: Path
 ) -> None:
     server = start_triton(repository)
-
-    async def scenario(catalog: ModelCatalog, client: TritonClient) -> list[ModelInfo]:
+    async with catalog_on(server.grpc_url) as catalog:
         # In poll mode Triton retries a failed model at every poll: it shows LOADING (no
         # reason) while it retries and UNAVAILABLE with the reason between tries.
         deadline = time.monotonic() + WAIT_S
-        while True:
-            infos = await catalog.describe()
-            if any(i.name == "broken" and i.state == "UNAVAILABLE" for i in infos):
-                return infos
+        listed = await catalog.describe()
+        while not any(i.name == "broken" and i.state == "UNAVAILABLE" for i in listed):
             assert time.monotonic() < deadline, "Triton never reported the failed load"
             await asyncio.sleep(0.1)
+            listed = await catalog.describe()
 
-    infos = {info.name: info for info in in_loop(server.grpc_url, scenario)}
+    infos = {info.name: info for info in listed}
     assert sorted(infos) == ["broken", "good", "no_params", "typo", "wrong_size"]
     good = infos["good"]
     assert (good.ready, good.task, good.versions, good.state) == (
@@ -170,12 +164,12 @@ def test_describe_lists_every_model_with_its_state(
 
 
 @pytest.mark.e2e
-def test_an_edited_config_rebuilds_the_pipeline(
+@pytest.mark.anyio
+async def test_an_edited_config_rebuilds_the_pipeline(
     start_triton: StartTriton, repository: Path
 ) -> None:
     server = start_triton(repository)
-
-    async def scenario(catalog: ModelCatalog, client: TritonClient) -> None:
+    async with catalog_on(server.grpc_url) as catalog:
         first = await catalog.pipeline("good")
         assert isinstance(first, ClassificationPipeline)
         config = repository / "good" / "config.pbtxt"
@@ -186,5 +180,3 @@ def test_an_edited_config_rebuilds_the_pipeline(
             await asyncio.sleep(0.2)
         assert isinstance(current, ClassificationPipeline)
         assert current.params.output.model_dump() == {"threshold": 0.9, "aggregate": "max"}
-
-    in_loop(server.grpc_url, scenario)

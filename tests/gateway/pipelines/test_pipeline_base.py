@@ -8,7 +8,7 @@ exercised end to end in tests/e2e.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +27,22 @@ from gateway.pipelines import (
 from gateway.readers import ReadLimits
 from gateway.request import InferenceRequest, Upload
 from gateway.triton import ModelConfig, TritonClient
+from gateway.workers import CpuPool
+
+pytestmark = pytest.mark.anyio
 
 
-def with_binding(scenario: Callable[[PipelineBinding], Awaitable[Any]]) -> Any:
-    """Run ``scenario`` in an event loop (a gRPC channel needs one), with a binding whose Triton
-    client is never contacted: the networks below run in-process."""
+@pytest.fixture
+async def binding() -> AsyncIterator[PipelineBinding]:
+    """A binding whose Triton client is never contacted: the networks below run in-process (a
+    gRPC channel needs a running loop, hence an async fixture)."""
     config = ModelConfig(name="toy", versions=("1",), max_batch_size=1, inputs=(), outputs=())
-
-    async def run() -> Any:
-        client = TritonClient("127.0.0.1:1", 1.0)
-        try:
-            return await scenario(PipelineBinding("toy", client, config, ReadLimits(10, 10)))
-        finally:
-            await client.close()
-
-    return asyncio.run(run())
+    client = TritonClient("127.0.0.1:1", 1.0)
+    try:
+        with CpuPool(1) as cpu:
+            yield PipelineBinding("toy", client, config, ReadLimits(10, 10), cpu)
+    finally:
+        await client.close()
 
 
 def request_for(tmp_path: Path, names: Sequence[tuple[str, int]]) -> InferenceRequest:
@@ -98,17 +99,15 @@ class Ported(BaseAiCOCOImageInferenceModel):
         return self.formatter(model_out=model_out, images=images, categories=categories)
 
 
-def test_a_flavor_style_model_runs_unchanged(tmp_path: Path) -> None:
+async def test_a_flavor_style_model_runs_unchanged(
+    tmp_path: Path, binding: PipelineBinding
+) -> None:
     seen: list[str] = []
     request = request_for(tmp_path, [("a.png", 0)])  # "a.png": 5 characters -> bright
     request.observe = lambda stage, seconds: seen.append(stage)
-
-    async def scenario(binding: PipelineBinding) -> tuple[Ported, AiCOCOOutput]:
-        with binding_scope(binding):
-            pipeline = Ported()
-        return pipeline, await pipeline(request)
-
-    pipeline, output = with_binding(scenario)
+    with binding_scope(binding):
+        pipeline = Ported()
+    output = await pipeline(request)
     assert seen == ["read", "preprocess", "triton", "postprocess", "format"]
     categories = {c.id: c.name for c in output.categories}
     assert [categories[c] for c in output.images[0].category_ids or []] == ["bright"]
@@ -157,19 +156,11 @@ class Recording(AiCOCOImagePipeline):
         ).model_dump()
 
 
-def run_recording(request: InferenceRequest) -> tuple[Recording, Any]:
-    async def scenario(binding: PipelineBinding) -> tuple[Recording, Any]:
-        pipeline = Recording(binding)
-        return pipeline, await pipeline(request)
-
-    result: tuple[Recording, Any] = with_binding(scenario)
-    return result
-
-
-def test_stage_arguments_and_reordering(tmp_path: Path) -> None:
+async def test_stage_arguments_and_reordering(tmp_path: Path, binding: PipelineBinding) -> None:
     request = request_for(tmp_path, [("a.dcm", 2), ("b.dcm", 0), ("c.dcm", 1)])
 
-    pipeline, output = run_recording(request)
+    pipeline = Recording(binding)
+    output = await pipeline(request)
     assert isinstance(output, AiCOCOOutput)
     images, data = pipeline.last
     paths = {name: str(upload.path) for name, upload in request.uploads.items()}
@@ -181,14 +172,17 @@ def test_stage_arguments_and_reordering(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("field", ["self", "fn", "files", "x", "args", "kwargs"])
-def test_a_field_named_like_a_parameter_cannot_collide(tmp_path: Path, field: str) -> None:
+async def test_a_field_named_like_a_parameter_cannot_collide(
+    tmp_path: Path, binding: PipelineBinding, field: str
+) -> None:
     """An extra form field reaches ``**kwargs`` stages as a keyword: one named like the stage
     caller's or the stage's own positional parameters (``self``, ``fn``) was a TypeError, a 500.
     """
     request = request_for(tmp_path, [("a.dcm", 0)])
     request.fields[field] = "client's value"
 
-    pipeline, output = run_recording(request)
+    pipeline = Recording(binding)
+    output = await pipeline(request)
     assert isinstance(output, AiCOCOOutput)
     _, data = pipeline.last
     expected = {"meta", "threshold", "uploads"} | (
@@ -197,15 +191,12 @@ def test_a_field_named_like_a_parameter_cannot_collide(tmp_path: Path, field: st
     assert set(data["kwargs"]) == expected - {"files"}
 
 
-def test_files_and_entries_must_pair_up(tmp_path: Path) -> None:
+async def test_files_and_entries_must_pair_up(tmp_path: Path, binding: PipelineBinding) -> None:
     request = request_for(tmp_path, [("a.dcm", 0)])
     request.images.append(AiImage(id="x", file_name="missing.dcm", index=1))
 
-    async def scenario(binding: PipelineBinding) -> AiCOCOOutput:
-        return await Recording(binding)(request)
-
     with pytest.raises(FileMismatch, match=r"missing\.dcm"):
-        with_binding(scenario)
+        await Recording(binding)(request)
 
 
 class BadReader(Recording):
@@ -213,12 +204,11 @@ class BadReader(Recording):
         return "not a tuple"
 
 
-def test_a_data_reader_must_return_data_and_files(tmp_path: Path) -> None:
-    async def scenario(binding: PipelineBinding) -> AiCOCOOutput:
-        return await BadReader(binding)(request_for(tmp_path, [("a.dcm", 0)]))
-
+async def test_a_data_reader_must_return_data_and_files(
+    tmp_path: Path, binding: PipelineBinding
+) -> None:
     with pytest.raises(InternalError, match=r"data_reader must return \(data"):
-        with_binding(scenario)
+        await BadReader(binding)(request_for(tmp_path, [("a.dcm", 0)]))
 
 
 class BadCategories(Recording):
@@ -226,12 +216,9 @@ class BadCategories(Recording):
         return [{"label": "no name"}]
 
 
-def test_invalid_categories_are_reported_at_construction() -> None:
-    async def scenario(binding: PipelineBinding) -> BadCategories:
-        return BadCategories(binding)
-
+async def test_invalid_categories_are_reported_at_construction(binding: PipelineBinding) -> None:
     with pytest.raises(InternalError, match="set_categories"):
-        with_binding(scenario)
+        BadCategories(binding)
 
 
 class WrongChannels(Ported):
@@ -239,11 +226,10 @@ class WrongChannels(Ported):
         return np.ones(3, dtype=np.uint8)
 
 
-def test_output_the_strategy_refuses_is_an_invalid_model_output(tmp_path: Path) -> None:
-    async def scenario(binding: PipelineBinding) -> AiCOCOOutput:
-        with binding_scope(binding):
-            pipeline = WrongChannels()
-        return await pipeline(request_for(tmp_path, [("a.png", 0)]))
-
+async def test_output_the_strategy_refuses_is_an_invalid_model_output(
+    tmp_path: Path, binding: PipelineBinding
+) -> None:
+    with binding_scope(binding):
+        pipeline = WrongChannels()
     with pytest.raises(InvalidModelOutput, match=r"model 'toy'.*shape \(2,\)"):
-        with_binding(scenario)
+        await pipeline(request_for(tmp_path, [("a.png", 0)]))

@@ -1,19 +1,21 @@
 """The Triton client without a Triton: input checks, error mapping, batch reassembly.
 
 The happy paths (metadata discovery, batching against the dynamic batcher) run against a real
-Triton in tests/e2e; here a stand-in gRPC stub is used only to produce the failures that a
-healthy server will not (a model failing on the third batch), and a closed port stands for a
-Triton that is down.
+Triton in tests/e2e; here a stand-in gRPC client (passed as ``grpc=``) is used only to produce
+the failures that a healthy server will not (a model failing on the third batch), and a closed
+port stands for a Triton that is down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from gateway.errors import (
@@ -26,6 +28,7 @@ from gateway.errors import (
     TritonUnavailable,
 )
 from gateway.triton import (
+    GrpcClient,
     ModelConfig,
     TensorSpec,
     TritonClient,
@@ -34,6 +37,8 @@ from gateway.triton import (
     gather_or_cancel,
     map_triton_error,
 )
+
+pytestmark = pytest.mark.anyio
 
 
 def config(max_batch_size: int = 4, **overrides: Any) -> ModelConfig:
@@ -169,11 +174,7 @@ def test_assembler_refuses_wrong_batch_and_changing_shapes() -> None:
         assembler.put(2, 4, {"mask": np.zeros((2, 2, 8, 9), np.uint8)})
 
 
-def test_gather_or_cancel_cancels_the_rest_on_failure() -> None:
-    asyncio.run(_gather_or_cancel_cancels_the_rest_on_failure())
-
-
-async def _gather_or_cancel_cancels_the_rest_on_failure() -> None:
+async def test_gather_or_cancel_cancels_the_rest_on_failure() -> None:
     cancelled: list[int] = []
 
     async def slow(i: int) -> None:
@@ -199,11 +200,7 @@ def closed_port() -> int:
     return port
 
 
-def test_triton_down_is_503_and_not_ready() -> None:
-    asyncio.run(_triton_down_is_503_and_not_ready())
-
-
-async def _triton_down_is_503_and_not_ready() -> None:
+async def test_triton_down_is_503_and_not_ready() -> None:
     client = TritonClient(f"127.0.0.1:{closed_port()}", timeout_s=5)
     try:
         assert await client.server_ready() is False
@@ -226,20 +223,54 @@ class _Response:
         return self._outputs.get(name)
 
 
-class _FailingStub:
-    """Answers batches until ``fail_at``, then fails the way Triton reports a model error."""
+class _Stub:
+    """A Triton serving one ready model, ``seg`` (image FP32 [1, 8, 8] -> mask UINT8 [2, 8, 8]).
 
-    def __init__(self, fail_at: int) -> None:
+    Its ``infer`` answers batches, each later than the one before, until call ``fail_at``, which
+    fails the way Triton reports a model error. ``config_gate``, when set, holds every config
+    request until it is set. ``calls`` counts the calls by method.
+    """
+
+    def __init__(self, max_batch_size: int = 2, fail_at: int = 0) -> None:
+        self.max_batch_size = max_batch_size
         self.fail_at = fail_at
-        self.calls = 0
+        self.calls: Counter[str] = Counter()
         self.cancelled = 0
+        self.config_gate: asyncio.Event | None = None
 
-    async def infer(self, name: str, inputs: list[Any], **kwargs: Any) -> _Response:
-        self.calls += 1
-        if self.calls == self.fail_at:
+    async def is_server_live(self, **kwargs: Any) -> bool:
+        return True
+
+    async def is_server_ready(self, **kwargs: Any) -> bool:
+        return True
+
+    async def is_model_ready(self, model_name: str, **kwargs: Any) -> bool:
+        return model_name == "seg"
+
+    async def get_model_repository_index(self, **kwargs: Any) -> dict[str, Any]:
+        return {"models": [{"name": "seg", "version": "1", "state": "READY"}]}
+
+    async def get_model_metadata(self, model_name: str, **kwargs: Any) -> dict[str, Any]:
+        batch = ["-1"] if self.max_batch_size else []
+        return {
+            "name": model_name,
+            "versions": ["1"],
+            "inputs": [{"name": "image", "datatype": "FP32", "shape": [*batch, "1", "8", "8"]}],
+            "outputs": [{"name": "mask", "datatype": "UINT8", "shape": [*batch, "2", "8", "8"]}],
+        }
+
+    async def get_model_config(self, model_name: str, **kwargs: Any) -> dict[str, Any]:
+        self.calls["get_model_config"] += 1
+        if self.config_gate is not None:
+            await self.config_gate.wait()
+        return {"config": {"name": model_name, "max_batch_size": self.max_batch_size}}
+
+    async def infer(self, model_name: str, inputs: list[Any], **kwargs: Any) -> _Response:
+        self.calls["infer"] += 1
+        if self.calls["infer"] == self.fail_at:
             raise error("StatusCode.INTERNAL", "onnxruntime failed on batch")
         try:
-            await asyncio.sleep(0.05 * self.calls)
+            await asyncio.sleep(0.05 * self.calls["infer"])
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
@@ -250,42 +281,28 @@ class _FailingStub:
         return None
 
 
-def test_a_failing_batch_fails_the_call_names_the_model_and_cancels_the_rest() -> None:
-    asyncio.run(_a_failing_batch_fails_the_call_names_the_model_and_cancels_the_rest())
-
-
-async def _a_failing_batch_fails_the_call_names_the_model_and_cancels_the_rest() -> None:
-    client = TritonClient("127.0.0.1:1", timeout_s=5, max_concurrent_batches=8)
-    stub = _FailingStub(fail_at=3)
-    client._client = stub
-    client._configs["seg"] = (float("inf"), config(max_batch_size=2))
+async def test_a_failing_batch_fails_the_call_names_the_model_and_cancels_the_rest() -> None:
+    stub = _Stub(max_batch_size=2, fail_at=3)
+    client = TritonClient("127.0.0.1:1", timeout_s=5, max_concurrent_batches=8, grpc=stub)
     with pytest.raises(ModelError, match="model 'seg' failed: onnxruntime failed on batch"):
         await client.infer("seg", {"image": np.zeros((9, 1, 8, 8), np.float32)})
-    assert stub.calls == 5
+    assert stub.calls["infer"] == 5
     assert stub.cancelled == 4
-    assert "seg" not in client._configs
+    # The model's configuration is forgotten: the next call reads it again.
+    assert stub.calls["get_model_config"] == 1
+    await client.model_config("seg")
+    assert stub.calls["get_model_config"] == 2
 
 
-def test_batches_respect_the_deadline() -> None:
-    asyncio.run(_batches_respect_the_deadline())
-
-
-async def _batches_respect_the_deadline() -> None:
-    client = TritonClient("127.0.0.1:1", timeout_s=0.01, max_concurrent_batches=1)
-    client._client = _FailingStub(fail_at=0)
-    client._configs["seg"] = (float("inf"), config(max_batch_size=1))
+async def test_batches_respect_the_deadline() -> None:
+    stub = _Stub(max_batch_size=1)
+    client = TritonClient("127.0.0.1:1", timeout_s=0.01, max_concurrent_batches=1, grpc=stub)
     with pytest.raises(TritonTimeout, match=r"within 0\.01 s"):
         await client.infer("seg", {"image": np.zeros((4, 1, 8, 8), np.float32)})
 
 
-def test_infer_each_hands_every_batch_to_the_sink() -> None:
-    asyncio.run(_infer_each_hands_every_batch_to_the_sink())
-
-
-async def _infer_each_hands_every_batch_to_the_sink() -> None:
-    client = TritonClient("127.0.0.1:1", timeout_s=5, max_concurrent_batches=2)
-    client._client = _FailingStub(fail_at=0)
-    client._configs["seg"] = (float("inf"), config(max_batch_size=2))
+async def test_infer_each_hands_every_batch_to_the_sink() -> None:
+    client = TritonClient("127.0.0.1:1", timeout_s=5, max_concurrent_batches=2, grpc=_Stub(2))
     seen: list[tuple[int, int, tuple[int, ...]]] = []
 
     async def sink(start: int, stop: int, outputs: dict[str, np.ndarray]) -> None:
@@ -295,13 +312,8 @@ async def _infer_each_hands_every_batch_to_the_sink() -> None:
     assert sorted(seen) == [(0, 2, (2, 2, 8, 8)), (2, 4, (2, 2, 8, 8)), (4, 5, (1, 2, 8, 8))]
 
 
-def test_infer_each_needs_a_batch_dimension() -> None:
-    asyncio.run(_infer_each_needs_a_batch_dimension())
-
-
-async def _infer_each_needs_a_batch_dimension() -> None:
-    client = TritonClient("127.0.0.1:1", timeout_s=5)
-    client._configs["seg"] = (float("inf"), config(max_batch_size=0))
+async def test_infer_each_needs_a_batch_dimension() -> None:
+    client = TritonClient("127.0.0.1:1", timeout_s=5, grpc=_Stub(max_batch_size=0))
 
     async def sink(start: int, stop: int, outputs: dict[str, np.ndarray]) -> None:
         raise AssertionError("no batch expected")
@@ -310,27 +322,49 @@ async def _infer_each_needs_a_batch_dimension() -> None:
         await client.infer_each("seg", {"image": np.zeros((1, 1, 8, 8), np.float32)}, sink)
 
 
-def test_one_config_fetch_serves_every_waiter_of_a_hung_triton() -> None:
+class _CountingGrpc:
+    """The real gRPC client, counting the readiness checks that start each config fetch."""
+
+    def __init__(self, url: str) -> None:
+        self.inner: GrpcClient = grpcaio.InferenceServerClient(url)
+        self.ready_checks = 0
+
+    async def is_server_live(self, **kwargs: Any) -> Any:
+        return await self.inner.is_server_live(**kwargs)
+
+    async def is_server_ready(self, **kwargs: Any) -> Any:
+        return await self.inner.is_server_ready(**kwargs)
+
+    async def is_model_ready(self, model_name: str, **kwargs: Any) -> Any:
+        self.ready_checks += 1
+        return await self.inner.is_model_ready(model_name, **kwargs)
+
+    async def get_model_repository_index(self, **kwargs: Any) -> Any:
+        return await self.inner.get_model_repository_index(**kwargs)
+
+    async def get_model_metadata(self, model_name: str, **kwargs: Any) -> Any:
+        return await self.inner.get_model_metadata(model_name, **kwargs)
+
+    async def get_model_config(self, model_name: str, **kwargs: Any) -> Any:
+        return await self.inner.get_model_config(model_name, **kwargs)
+
+    async def infer(self, model_name: str, inputs: list[Any], **kwargs: Any) -> Any:
+        return await self.inner.infer(model_name, inputs, **kwargs)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_one_config_fetch_serves_every_waiter_of_a_hung_triton() -> None:
     """A Triton that accepts connections and never answers (SIGSTOP): concurrent requests for
     one model share a single fetch and all get its 504, instead of each running its own timed
     attempt in turn behind a lock (5, 10, 15, 20 s for four waiters before)."""
-    asyncio.run(_one_config_fetch_serves_every_waiter())
-
-
-async def _one_config_fetch_serves_every_waiter() -> None:
     with socket.socket() as frozen:
         frozen.bind(("127.0.0.1", 0))
         frozen.listen(16)  # connections complete in the kernel; nothing ever reads them
-        client = TritonClient(f"127.0.0.1:{frozen.getsockname()[1]}", timeout_s=0.5)
-        fetches = 0
-        fetch = client._fetch_config
-
-        async def counted(name: str) -> ModelConfig:
-            nonlocal fetches
-            fetches += 1
-            return await fetch(name)
-
-        client._fetch_config = counted  # type: ignore[method-assign]
+        url = f"127.0.0.1:{frozen.getsockname()[1]}"
+        grpc = _CountingGrpc(url)
+        client = TritonClient(url, timeout_s=0.5, grpc=grpc)
         try:
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -340,34 +374,25 @@ async def _one_config_fetch_serves_every_waiter() -> None:
             elapsed = loop.time() - started
         finally:
             await client.close()
-    assert fetches == 1
+    assert grpc.ready_checks == 1
     assert all(isinstance(result, TritonTimeout) for result in results), results
     # Four waiters in turn would take four timeouts; together they take one.
     assert elapsed < 4 * 0.5
 
 
-def test_a_waiter_that_leaves_does_not_cancel_the_fetch_of_the_others() -> None:
-    asyncio.run(_a_waiter_that_leaves())
-
-
-async def _a_waiter_that_leaves() -> None:
-    client = TritonClient("127.0.0.1:1", timeout_s=5)
-    release = asyncio.Event()
-
-    async def slow(name: str) -> ModelConfig:
-        await release.wait()
-        return config()
-
-    client._fetch_config = slow  # type: ignore[method-assign]
-    try:
-        leaving = asyncio.ensure_future(client.model_config("seg"))
-        staying = asyncio.ensure_future(client.model_config("seg"))
+async def test_a_waiter_that_leaves_does_not_cancel_the_fetch_of_the_others() -> None:
+    stub = _Stub()
+    stub.config_gate = asyncio.Event()
+    client = TritonClient("127.0.0.1:1", timeout_s=5, grpc=stub)
+    leaving = asyncio.ensure_future(client.model_config("seg"))
+    staying = asyncio.ensure_future(client.model_config("seg"))
+    for _ in range(5):
         await asyncio.sleep(0)
-        leaving.cancel()
-        await asyncio.sleep(0)
-        release.set()
-        assert (await staying) == config()
-        assert leaving.cancelled()
-        assert await client.model_config("seg") == config()  # cached now
-    finally:
-        await client.close()
+    leaving.cancel()
+    await asyncio.sleep(0)
+    stub.config_gate.set()
+    fetched = await staying
+    assert fetched.name == "seg" and fetched.max_batch_size == 2
+    assert leaving.cancelled()
+    assert await client.model_config("seg") == fetched  # cached now
+    assert stub.calls["get_model_config"] == 1

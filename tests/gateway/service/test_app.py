@@ -20,10 +20,11 @@ import httpx
 import jsonschema
 import pytest
 from starlette.applications import Starlette
-from starlette.types import Message
+from starlette.types import Message, Receive, Scope, Send
 
 import gateway.errors
 from aicoco import AiCOCOOutput
+from gateway import doctables
 from gateway.app import create_app
 from gateway.errors import (
     ApiError,
@@ -124,20 +125,18 @@ def app(settings: Settings, pipeline: EchoPipeline, health: TritonHealth) -> Sta
     return create_app(settings, triton=health, catalog=catalog)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @asynccontextmanager
 async def serving(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan, called in-process."""
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://gateway") as client,
-    ):
-        yield client
+    """The app with its lifespan, called in-process; each request gets a copy of the lifespan's
+    state, as a server that runs the lifespan protocol gives it."""
+    async with app.router.lifespan_context(app) as state:
+
+        async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+            await app({**scope, "state": dict(state or {})}, receive, send)
+
+        transport = httpx.ASGITransport(app=with_state)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client
 
 
 @pytest.fixture
@@ -457,8 +456,10 @@ def _half_a_request() -> tuple[bytes, list[tuple[bytes, bytes]]]:
     return body[: len(body) // 2], headers
 
 
-def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+def _scope(headers: list[tuple[bytes, bytes]], state: Any) -> dict[str, Any]:
+    """An HTTP scope as a server makes it, with a copy of the lifespan's state."""
     return {
+        "state": dict(state or {}),
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -490,8 +491,8 @@ async def test_a_client_that_hangs_up_leaves_nothing(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    async with app.router.lifespan_context(app):
-        await app(_scope(headers), receive, send)
+    async with app.router.lifespan_context(app) as state:
+        await app(_scope(headers, state), receive, send)
     assert pipeline.calls == []
     assert leftovers(upload_dir) == []
     assert sent == []
@@ -515,8 +516,8 @@ async def test_a_cancelled_request_leaves_nothing(
     async def send(message: Message) -> None:
         raise AssertionError(f"no response expected, got {message}")
 
-    async with app.router.lifespan_context(app):
-        task = asyncio.ensure_future(app(_scope(headers), receive, send))
+    async with app.router.lifespan_context(app) as state:
+        task = asyncio.ensure_future(app(_scope(headers, state), receive, send))
         await waiting_for_more.wait()
         assert len(leftovers(upload_dir)) == 1
         task.cancel()
@@ -583,28 +584,29 @@ def test_an_error_class_without_its_own_text_is_refused() -> None:
 
 
 def test_the_drawn_error_tree_is_the_class_tree() -> None:
-    def depth(cls: type[ApiError]) -> int:
-        return next(i for i, base in enumerate(cls.__mro__) if base is ApiError) - 1
+    def tree(cls: type[ApiError], depth: int) -> list[tuple[int, str, int | None, str | None]]:
+        rows = []
+        for child in cls.__subclasses__():
+            status = child.status if "status" in child.__dict__ else None
+            rows.append((depth, child.__name__, status, child.__dict__.get("code")))
+            rows.extend(tree(child, depth + 1))
+        return rows
 
-    classes = [
-        (depth(cls), cls.__name__, cls.status if "status" in cls.__dict__ else None, cls.code)
-        for cls in error_classes()
-    ]
     doc = gateway.errors.__doc__ or ""
     drawing = doc.split("::\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert drawing[0].strip() == "ApiError"
     drawn = []
     for line in drawing[1:]:
-        match = re.match(r"^ {4}([│├└─ ]*)(\w+)\s+(?:(\d{3})\s+)?([a-z_]+)", line)
+        match = re.match(r"^ {4}([│├└─ ]*)(\w+)\s+(?:(\d{3})\s*)?([a-z_]+)?", line)
         assert match, line
         status = int(match.group(3)) if match.group(3) else None
         drawn.append((len(match.group(1)) // 4 - 1, match.group(2), status, match.group(4)))
-    assert drawn == classes
+    assert drawn == tree(ApiError, 0)
+    assert not any(cls.__dict__.get("parent") for cls in error_classes())
 
 
 def test_the_error_table_in_the_docs_is_the_generated_one() -> None:
-    docs = (Path(__file__).resolve().parents[3] / "docs" / "errors.md").read_text()
-    assert errors_markdown() in docs, "regenerate docs/errors.md from errors_markdown()"
+    assert doctables.current("errors") == errors_markdown(), "run make docs"
 
 
 async def test_docs_page_is_self_contained(client: httpx.AsyncClient) -> None:

@@ -12,6 +12,8 @@ from starlette.types import Message
 from gateway.body import Pace, receive_body
 from gateway.errors import UploadTimeout
 
+pytestmark = pytest.mark.anyio
+
 PACE = Pace(window_s=0.2, min_rate=10_000)
 
 
@@ -33,23 +35,23 @@ def chunk(data: bytes, more: bool = True) -> Message:
     return {"type": "http.request", "body": data, "more_body": more}
 
 
-def test_a_body_that_keeps_up_arrives_whole() -> None:
+async def test_a_body_that_keeps_up_arrives_whole() -> None:
     messages = [(0.01, chunk(b"x" * 1000)) for _ in range(20)] + [(0.0, chunk(b"", more=False))]
-    assert asyncio.run(collect(messages)) == b"x" * 20_000
+    assert await collect(messages) == b"x" * 20_000
 
 
-def test_a_stalled_body_is_cut_off_after_one_window() -> None:
+async def test_a_stalled_body_is_cut_off_after_one_window() -> None:
     with pytest.raises(UploadTimeout, match=r"no body bytes arrived for 0\.2 s") as raised:
-        asyncio.run(collect([(0.0, chunk(b"x" * 5000))]))
+        await collect([(0.0, chunk(b"x" * 5000))])
     assert raised.value.status == 408 and raised.value.closes_connection
 
 
-def test_a_trickle_below_the_rate_is_cut_off() -> None:
+async def test_a_trickle_below_the_rate_is_cut_off() -> None:
     messages = [(0.05, chunk(b"x" * 10)) for _ in range(40)]
     with pytest.raises(UploadTimeout, match="below 10000 bytes per second"):
-        asyncio.run(collect(messages))
+        await collect(messages)
 
 
-def test_a_client_that_leaves_is_a_disconnect() -> None:
+async def test_a_client_that_leaves_is_a_disconnect() -> None:
     with pytest.raises(ClientDisconnect):
-        asyncio.run(collect([(0.0, chunk(b"x")), (0.0, {"type": "http.disconnect"})]))
+        await collect([(0.0, chunk(b"x")), (0.0, {"type": "http.disconnect"})])

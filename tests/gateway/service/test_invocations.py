@@ -195,51 +195,45 @@ class _Connection:
         return {"type": "http.disconnect"}
 
 
-def test_work_that_finishes_returns_its_result() -> None:
-    async def scenario() -> None:
-        connection = _Connection()
+@pytest.mark.anyio
+async def test_work_that_finishes_returns_its_result() -> None:
+    connection = _Connection()
 
-        async def work() -> str:
-            return "answer"
+    async def work() -> str:
+        return "answer"
 
-        assert await unless_disconnected(connection.receive, work()) == "answer"
-
-    asyncio.run(scenario())
+    assert await unless_disconnected(connection.receive, work()) == "answer"
 
 
-def test_work_that_fails_raises_its_error() -> None:
-    async def scenario() -> None:
-        async def work() -> str:
-            raise UnreadableFile("broken")
+@pytest.mark.anyio
+async def test_work_that_fails_raises_its_error() -> None:
+    async def work() -> str:
+        raise UnreadableFile("broken")
 
-        with pytest.raises(UnreadableFile, match="broken"):
-            await unless_disconnected(_Connection().receive, work())
-
-    asyncio.run(scenario())
+    with pytest.raises(UnreadableFile, match="broken"):
+        await unless_disconnected(_Connection().receive, work())
 
 
-def test_a_client_that_hangs_up_cancels_the_work() -> None:
-    async def scenario() -> None:
-        connection = _Connection()
-        started, cancelled = asyncio.Event(), asyncio.Event()
+@pytest.mark.anyio
+async def test_a_client_that_hangs_up_cancels_the_work() -> None:
+    connection = _Connection()
+    started, cancelled = asyncio.Event(), asyncio.Event()
 
-        async def work() -> str:
-            started.set()
-            try:
-                await asyncio.sleep(60)
-            except asyncio.CancelledError:
-                cancelled.set()
-                raise
-            return "never"
+    async def work() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
 
-        async def hang_up() -> None:
-            await started.wait()
-            connection.closed.set()
+    async def hang_up() -> None:
+        await started.wait()
+        connection.closed.set()
 
-        hanging_up = asyncio.ensure_future(hang_up())
-        with pytest.raises(ClientDisconnect):
-            await unless_disconnected(connection.receive, work())
-        await hanging_up
-        assert cancelled.is_set()
-
-    asyncio.run(scenario())
+    hanging_up = asyncio.ensure_future(hang_up())
+    with pytest.raises(ClientDisconnect):
+        await unless_disconnected(connection.receive, work())
+    await hanging_up
+    assert cancelled.is_set()

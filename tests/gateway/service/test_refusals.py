@@ -21,6 +21,9 @@ CHUNK = 64 * 1024
 PACE = Pace(window_s=1.0, min_rate=1024)
 
 
+pytestmark = pytest.mark.anyio
+
+
 async def refuse_at_once(scope: Scope, receive: Receive, send: Send) -> None:
     """An app that answers 404 without reading the body, as the model lookup does."""
     await send({"type": "http.response.start", "status": 404, "headers": []})
@@ -77,16 +80,16 @@ class FakeServer:
         return dict(start["headers"])
 
 
-def test_without_the_middleware_the_early_answer_wedges() -> None:
+async def test_without_the_middleware_the_early_answer_wedges() -> None:
     """The bug as it was: the app's last send never returns."""
     server = FakeServer(5 * 1024 * 1024)
     with pytest.raises(TimeoutError):
-        asyncio.run(server.run(refuse_at_once))
+        await server.run(refuse_at_once)
 
 
-def test_a_small_remainder_is_drained_and_the_connection_kept() -> None:
+async def test_a_small_remainder_is_drained_and_the_connection_kept() -> None:
     server = FakeServer(5 * 1024 * 1024)
-    asyncio.run(server.run(UnreadBodyMiddleware(refuse_at_once, PACE)))
+    await server.run(UnreadBodyMiddleware(refuse_at_once, PACE))
     assert server.read_everything
     assert b"connection" not in server.headers()
     body = b"".join(m.get("body", b"") for m in server.sent if m["type"] == "http.response.body")
@@ -98,9 +101,11 @@ def test_a_small_remainder_is_drained_and_the_connection_kept() -> None:
     [(DRAIN_BYTES + CHUNK, True), (CHUNK * 64, False)],
     ids=["large", "chunked"],
 )
-def test_a_large_or_undeclared_remainder_closes_the_connection(size: int, declared: bool) -> None:
+async def test_a_large_or_undeclared_remainder_closes_the_connection(
+    size: int, declared: bool
+) -> None:
     server = FakeServer(size, declared=declared)
-    asyncio.run(server.run(UnreadBodyMiddleware(refuse_at_once, PACE)))
+    await server.run(UnreadBodyMiddleware(refuse_at_once, PACE))
     assert server.headers()[b"connection"] == b"close"
     # Ended without waiting for the body: a real server then closes the connection.
     assert 0 <= server.fed_when_ended < size

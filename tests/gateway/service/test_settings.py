@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import doctables
 from gateway.settings import (
     Declaration,
     Settings,
@@ -180,5 +181,4 @@ def test_the_documented_default_is_the_default(declaration: Declaration) -> None
 
 
 def test_the_readme_table_is_the_generated_table() -> None:
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    assert settings_markdown() in readme, "paste gateway.settings.settings_markdown() into README"
+    assert doctables.current("settings") == settings_markdown(), "run make docs"

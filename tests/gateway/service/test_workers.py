@@ -3,40 +3,31 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from gateway import workers
+from gateway.workers import CpuPool
+
+pytestmark = pytest.mark.anyio
 
 marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool() -> Iterator[None]:
-    workers.shutdown()
-    yield
-    workers.shutdown()
 
 
 def _where(value: int) -> tuple[str, str, int]:
     return threading.current_thread().name, marker.get(), value * 2
 
 
-def test_runs_off_the_event_loop_with_the_callers_context() -> None:
-    async def main() -> tuple[str, str, int]:
+async def test_runs_off_the_event_loop_with_the_callers_context() -> None:
+    with CpuPool(1) as pool:
         marker.set("request-1")
-        return await workers.run_cpu(_where, 21)
-
-    thread, seen, value = asyncio.run(main())
+        thread, seen, value = await pool.run(_where, 21)
     assert thread.startswith("gateway-cpu")
     assert thread != threading.current_thread().name
     assert seen == "request-1"
     assert value == 42
 
 
-def test_the_pool_is_bounded_by_configure() -> None:
-    workers.configure(2)
+async def test_the_pool_is_bounded_by_its_size() -> None:
     running = 0
     peak = 0
     lock = threading.Lock()
@@ -51,8 +42,8 @@ def test_the_pool_is_bounded_by_configure() -> None:
         with lock:
             running -= 1
 
-    async def main() -> None:
-        tasks = [asyncio.ensure_future(workers.run_cpu(hold)) for _ in range(5)]
+    with CpuPool(2) as pool:
+        tasks = [asyncio.ensure_future(pool.run(hold)) for _ in range(5)]
         while True:
             with lock:
                 if running >= 2:
@@ -60,26 +51,27 @@ def test_the_pool_is_bounded_by_configure() -> None:
             await asyncio.sleep(0)
         release.set()
         await asyncio.gather(*tasks)
-
-    asyncio.run(main())
     assert peak == 2
 
 
-def test_errors_reach_the_caller() -> None:
+async def test_errors_reach_the_caller() -> None:
     def fail() -> None:
         raise ValueError("boom")
 
-    with pytest.raises(ValueError, match="boom"):
-        asyncio.run(workers.run_cpu(fail))
+    with CpuPool(1) as pool, pytest.raises(ValueError, match="boom"):
+        await pool.run(fail)
 
 
-def test_a_pool_is_made_again_after_shutdown() -> None:
-    workers.configure(1)
-    assert asyncio.run(workers.run_cpu(_where, 1))[2] == 2
-    workers.shutdown()
-    assert asyncio.run(workers.run_cpu(_where, 2))[2] == 4
+async def test_two_pools_do_not_touch_each_other() -> None:
+    """Closing one app's pool leaves another's working (one module-level pool did not)."""
+    with CpuPool(1) as kept:
+        with CpuPool(3) as closed:
+            assert (await closed.run(_where, 1))[2] == 2
+        assert (await kept.run(_where, 2))[2] == 4
+        with pytest.raises(RuntimeError):
+            await closed.run(_where, 3)
 
 
-def test_configure_rejects_zero() -> None:
+def test_a_pool_needs_a_thread() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        workers.configure(0)
+        CpuPool(0)
