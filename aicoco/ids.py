@@ -1,6 +1,6 @@
 """Nanoid-style identifiers: 21 characters of ``A-Za-z0-9_-`` (126 random bits).
 
-The generator is an object, not module state: the reference reseeds Python's global ``random``
+The generator is an object, not module state: FLaVor reseeds Python's global ``random``
 for reproducible ids, which leaks into every other user of ``random`` and breaks under
 concurrency. Here a seed only affects the generator it was given to.
 """

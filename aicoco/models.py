@@ -2,7 +2,7 @@
 
 Entities allow extra keys wherever the format does (colours, units, confidences, client
 metadata travel through untouched); regression items and the output document's top level do
-not, as in the format's reference definition. Dumps of every model cope with numpy values
+not, as in FLaVor's definition of the format. Dumps of every model cope with numpy values
 anywhere, extras included, through :func:`aicoco._json.to_jsonable`.
 """
 
@@ -61,7 +61,7 @@ class AiRegressionItem(AiModel):
 class AiImage(AiModel):
     """An image entry. Clients' entries are echoed, extras included.
 
-    ``index`` is an int: the reference keeps a string index and sorts ``"10"`` before ``"9"``.
+    ``index`` is an int: FLaVor keeps a string index and sorts ``"10"`` before ``"9"``.
     """
 
     id: Id

@@ -1,4 +1,4 @@
-"""Segmentation formatting: this library against the reference's per-label, per-slice loop.
+"""Segmentation formatting: this library against FLaVor's per-label, per-slice loop.
 
 ``python -m benchmarks aicoco`` (``--quick`` for a seconds-long smoke run on small volumes).
 
@@ -168,7 +168,7 @@ def _child(case: str, strategy: str, quick: bool) -> dict[str, float | int | str
 def report(quick: bool) -> int:
     cases = QUICK_CASES if quick else CASES
     print(
-        "aicoco segmentation formatting: SegmentationStrategy() vs the reference's per-label,\n"
+        "aicoco segmentation formatting: SegmentationStrategy() vs FLaVor's per-label,\n"
         "per-slice loop (same tracer, same output). Peak = extra resident memory of the call.\n"
     )
     header = (

@@ -1,4 +1,4 @@
-"""The reference's segmentation formatting, kept only as the benchmark's baseline.
+"""FLaVor's segmentation formatting, kept only as the benchmark's baseline.
 
 Per class: ``np.unique`` over the whole volume, then for every label and every slice a
 full-slice comparison and a contour trace of that full slice. It uses this library's own

@@ -4,36 +4,33 @@ python -m gateway serve                 # the gateway alone, against TRITON_URL 
 python -m gateway run                   # local Triton on model_repository/ + the gateway
 python -m gateway send a.png b.png      # post files the way FLaVor clients do
 
-The server's imports are inside the commands that need them, so that ``send`` starts quickly
-and works where only the aicoco library is installed.
+``aicoco-gateway`` (the installed console script) is the same command. The server's imports are
+inside the commands that need them, so that ``send`` (:mod:`gateway.send`) starts quickly and
+works where only the aicoco library is installed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import mimetypes
 import os
 import signal
 import sys
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from gateway.settings import Settings, SettingsError
 
 REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 RUN_DIR = Path(".run")
-_CHUNK = 1024 * 1024
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="aicoco-gateway",
+        description="Serve the AiCOCO gateway, run it with a local Triton, or send it a request.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
         "serve", help="serve the gateway against TRITON_URL (settings from the environment)"
@@ -63,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "send":
+        from gateway.send import send_files
+
         return send_files(
             args.files, model=args.model, url=args.url, fields=args.field, timeout_s=args.timeout
         )
@@ -139,110 +138,6 @@ def run_local(settings: Settings, repository: Path, log_dir: Path) -> int:
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
-
-
-def send_files(
-    files: Sequence[Path], *, model: str | None, url: str, fields: Sequence[str], timeout_s: float
-) -> int:
-    """Post like a FLaVor client: repeated ``files`` parts and an ``images`` JSON field."""
-    from aicoco import IdGenerator
-
-    names = [path.name for path in files]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        print(f"file names must be unique, repeated: {', '.join(duplicates)}", file=sys.stderr)
-        return 2
-    missing = [str(path) for path in files if not path.is_file()]
-    if missing:
-        print(f"not a file: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    ids = IdGenerator()
-    images = [
-        {
-            "id": ids(),
-            "file_name": path.name,
-            "index": index,
-            "category_ids": None,
-            "regressions": None,
-        }
-        for index, path in enumerate(files)
-    ]
-    form: dict[str, str] = {"images": json.dumps(images)}
-    for item in fields:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not _is_json(value):
-            print(f"--field takes NAME=JSON (valid JSON), got {item!r}", file=sys.stderr)
-            return 2
-        form[name] = value
-    boundary = uuid.uuid4().hex
-    parts = list(_multipart_parts(files, form, boundary))
-    length = sum(part.stat().st_size if isinstance(part, Path) else len(part) for part in parts)
-    target = url.rstrip("/") + (f"/models/{model}/invocations" if model else "/invocations")
-    request = urllib.request.Request(
-        target,
-        data=_stream(parts),
-        method="POST",
-        headers={
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Content-Length": str(length),
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            body: Any = json.load(response)
-    except urllib.error.HTTPError as exc:
-        print(f"HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')}", file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"cannot reach {target}: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(body, indent=2, ensure_ascii=False))
-    return 0
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return True
-
-
-def _multipart_parts(
-    files: Sequence[Path], form: dict[str, str], boundary: str
-) -> Iterator[bytes | Path]:
-    for name, value in form.items():
-        yield (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(name)}"\r\n'
-            f"Content-Type: application/json\r\n\r\n"
-        ).encode()
-        yield value.encode()
-        yield b"\r\n"
-    for path in files:
-        content_type = mimetypes.guess_type(path.name)[0] or (
-            "application/dicom" if path.suffix.lower() == ".dcm" else "application/octet-stream"
-        )
-        yield (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
-            f'filename="{_quote(path.name)}"\r\nContent-Type: {content_type}\r\n\r\n'
-        ).encode()
-        yield path
-        yield b"\r\n"
-    yield f"--{boundary}--\r\n".encode()
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _stream(parts: Sequence[bytes | Path]) -> Iterator[bytes]:
-    for part in parts:
-        if isinstance(part, bytes):
-            yield part
-            continue
-        with part.open("rb") as file:
-            while chunk := file.read(_CHUNK):
-                yield chunk
 
 
 if __name__ == "__main__":

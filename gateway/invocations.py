@@ -3,7 +3,7 @@
 The wire format is FLaVor's, so its clients work unchanged: repeated ``files`` parts, an
 ``images`` field holding the JSON list of AiCOCO image entries, and every other top-level key of
 the AiCOCO input document as its own JSON field (``meta``; unknown keys reach the pipeline as
-``fields``). The seed README's variant is accepted too: a ``data`` part (text or a JSON file)
+``fields``). A single-part variant is accepted too: a ``data`` part (text or a JSON file)
 holding ``{"images": [...], ...}``, with an optional ``metadata`` part.
 
 Order of checks: cheap header checks, then the model (so a large upload to a wrong model name

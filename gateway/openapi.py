@@ -189,7 +189,10 @@ def _schemas() -> dict[str, Any]:
         "AiImage": image_schema,
         "InvocationForm": {
             "type": "object",
-            "description": "Either `images` (FLaVor) or `data` (seed README) carries the entries.",
+            "description": (
+                "Either `images` (FLaVor's format) or `data` (the whole input in one part) "
+                "carries the entries."
+            ),
             "properties": {
                 "files": {
                     "type": "array",

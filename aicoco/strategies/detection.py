@@ -25,7 +25,7 @@ class DetectionStrategy(OutputStrategy):
 
     Each box is one object and one annotation (``bbox``, ``segmentation: null``) on the single
     image. Categories with ``display: false`` are dropped from a box's classes, and a box left
-    with no class is dropped (nothing to draw), as the reference does. Unknown keys are refused:
+    with no class is dropped (nothing to draw), as FLaVor does. Unknown keys are refused:
     a misspelt ``confidence`` would otherwise vanish silently.
     """
 

@@ -4,7 +4,7 @@ Per class channel, 0 is background and every distinct nonzero value is one objec
 is one object per class; an instance map 1..N is N objects). Each object gets one annotation
 per slice it appears on, on that slice's image. The cost is a constant number of array passes
 over each channel's nonzero bounding box, processed in blocks of slices so that memory stays
-bounded whatever the volume, plus a walk along the boundaries; the reference instead rescans
+bounded whatever the volume, plus a walk along the boundaries; FLaVor instead rescans
 every slice once per label.
 """
 

@@ -15,8 +15,9 @@ naming the variable instead of failing the first request.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
+import pkgutil
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,13 +152,13 @@ def load_pipeline_class(model: str, target: str) -> type[Any]:
     if not sep or not module_name or not attribute:
         raise SettingsError(f"{where}: expected package.module:Class")
     try:
-        found: Any = importlib.import_module(module_name)
+        found: Any = pkgutil.resolve_name(target)
+    except AttributeError as exc:
+        if module_name not in sys.modules:  # raised while importing the module, not after
+            raise SettingsError(f"{where}: cannot import {module_name}: {exc}") from exc
+        raise SettingsError(f"{where}: {module_name} has no attribute {attribute}") from None
     except Exception as exc:
         raise SettingsError(f"{where}: cannot import {module_name}: {exc}") from exc
-    for part in attribute.split("."):
-        if not hasattr(found, part):
-            raise SettingsError(f"{where}: {module_name} has no attribute {attribute}")
-        found = getattr(found, part)
     if not inspect.isclass(found):
         raise SettingsError(f"{where}: {attribute} is not a class")
     if inspect.isabstract(found):

@@ -1,6 +1,6 @@
 """Uploaded files paired with ``images`` entries, by exact file name.
 
-The reference pairs by suffix, so an entry for ``1.dcm`` also takes ``11.dcm``; here a name
+FLaVor pairs by suffix, so an entry for ``1.dcm`` also takes ``11.dcm``; here a name
 matches only itself. Every file needs an entry and every entry a file: anything left over is a
 422 ``file_mismatch`` that lists the names, never a silent drop. An empty file is refused here
 too, for every pipeline, before anything reads it. Several entries may name one

@@ -2,8 +2,8 @@
 
 Order: by the projection of ImagePositionPatient on the slice normal, the cross product of
 ImageOrientationPatient's row and column direction cosines, ascending. For an axial series
-(normal towards the head) slice 0 is the most inferior. Sorting by the z coordinate alone (as the
-reference does) is wrong for tilted and sagittal/coronal series, where z can be constant or run
+(normal towards the head) slice 0 is the most inferior. Sorting by the z coordinate alone (as
+FLaVor does) is wrong for tilted and sagittal/coronal series, where z can be constant or run
 against the slice order. When any file lacks position or orientation, InstanceNumber orders the
 slices; when that is missing too, the entries' ``index`` does.
 

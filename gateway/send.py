@@ -1,0 +1,124 @@
+"""``python -m gateway send``: post image files to a gateway the way FLaVor clients do.
+
+Standard library only, so that it runs where only the aicoco library is installed: repeated
+``files`` parts streamed from disk (a CT series is never held in memory), an ``images`` field
+with one entry per file, and any extra JSON fields.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1024 * 1024
+
+
+def send_files(
+    files: Sequence[Path], *, model: str | None, url: str, fields: Sequence[str], timeout_s: float
+) -> int:
+    """Post like a FLaVor client: repeated ``files`` parts and an ``images`` JSON field."""
+    from aicoco import IdGenerator
+
+    names = [path.name for path in files]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        print(f"file names must be unique, repeated: {', '.join(duplicates)}", file=sys.stderr)
+        return 2
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        print(f"not a file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    ids = IdGenerator()
+    images = [
+        {
+            "id": ids(),
+            "file_name": path.name,
+            "index": index,
+            "category_ids": None,
+            "regressions": None,
+        }
+        for index, path in enumerate(files)
+    ]
+    form: dict[str, str] = {"images": json.dumps(images)}
+    for item in fields:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not _is_json(value):
+            print(f"--field takes NAME=JSON (valid JSON), got {item!r}", file=sys.stderr)
+            return 2
+        form[name] = value
+    boundary = uuid.uuid4().hex
+    parts = list(_multipart_parts(files, form, boundary))
+    length = sum(part.stat().st_size if isinstance(part, Path) else len(part) for part in parts)
+    target = url.rstrip("/") + (f"/models/{model}/invocations" if model else "/invocations")
+    request = urllib.request.Request(
+        target,
+        data=_stream(parts),
+        method="POST",
+        headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Length": str(length),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            body: Any = json.load(response)
+    except urllib.error.HTTPError as exc:
+        print(f"HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"cannot reach {target}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(body, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _multipart_parts(
+    files: Sequence[Path], form: dict[str, str], boundary: str
+) -> Iterator[bytes | Path]:
+    for name, value in form.items():
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(name)}"\r\n'
+            f"Content-Type: application/json\r\n\r\n"
+        ).encode()
+        yield value.encode()
+        yield b"\r\n"
+    for path in files:
+        content_type = mimetypes.guess_type(path.name)[0] or (
+            "application/dicom" if path.suffix.lower() == ".dcm" else "application/octet-stream"
+        )
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+            f'filename="{_quote(path.name)}"\r\nContent-Type: {content_type}\r\n\r\n'
+        ).encode()
+        yield path
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _stream(parts: Sequence[bytes | Path]) -> Iterator[bytes]:
+    for part in parts:
+        if isinstance(part, bytes):
+            yield part
+            continue
+        with part.open("rb") as file:
+            while chunk := file.read(_CHUNK):
+                yield chunk
