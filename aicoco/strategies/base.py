@@ -110,14 +110,19 @@ def as_array(value: Any, name: str) -> NDArray[Any]:
     return array
 
 
-def binary_vector(value: Any, name: str, length: int, what: str) -> NDArray[np.bool_]:
-    """A (length,) 0/1 vector: bool, integers 0/1 or floats exactly 0.0/1.0."""
+def vector(value: Any, name: str, length: int, each: str) -> NDArray[Any]:
+    """A (length,) array; ``each`` says what one value is, for the error message."""
     array = as_array(value, name)
     if array.shape != (length,):
         raise AiCOCOFormatError(
-            f"expected `{name}` of shape ({length},), one 0/1 value per declared {what}, "
-            f"got shape {array.shape}"
+            f"expected `{name}` of shape ({length},), {each}, got shape {array.shape}"
         )
+    return array
+
+
+def binary_vector(value: Any, name: str, length: int, what: str) -> NDArray[np.bool_]:
+    """A (length,) 0/1 vector: bool, integers 0/1 or floats exactly 0.0/1.0."""
+    array = vector(value, name, length, f"one 0/1 value per declared {what}")
     return binary_values(array, name)
 
 

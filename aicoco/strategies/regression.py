@@ -9,7 +9,7 @@ import numpy as np
 from aicoco._json import as_float64
 from aicoco.errors import AiCOCOFormatError
 from aicoco.models import AiCOCOOutput, AiRegressionItem
-from aicoco.strategies.base import OutputStrategy, Skeleton, as_array, single_or_meta
+from aicoco.strategies.base import OutputStrategy, Skeleton, single_or_meta, vector
 
 
 class RegressionStrategy(OutputStrategy):
@@ -32,13 +32,7 @@ class RegressionStrategy(OutputStrategy):
 
 def real_vector(value: Any, name: str, length: int) -> np.ndarray[Any, np.dtype[np.float64]]:
     """A (length,) vector of finite reals, as float64."""
-    array = as_array(value, name)
-    if array.shape != (length,):
-        raise AiCOCOFormatError(
-            f"expected `{name}` of shape ({length},), one value per declared regression, "
-            f"got shape {array.shape}"
-        )
-    return finite(array, name)
+    return finite(vector(value, name, length, "one value per declared regression"), name)
 
 
 def finite(array: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
