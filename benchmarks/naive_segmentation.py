@@ -14,7 +14,7 @@ import numpy as np
 
 from aicoco import AiAnnotation, AiCOCOOutput, AiObject
 from aicoco.masks import mask_to_polygons
-from aicoco.strategies.base import Skeleton, OutputStrategy
+from aicoco.strategies.base import OutputStrategy, Skeleton
 
 
 class NaiveSegmentationStrategy(OutputStrategy):
