@@ -1,17 +1,20 @@
-"""The gateway against the same local Triton and model as a direct gRPC loop, in one run.
+"""The gateway next to the in-process baseline, and a CT series through the 3D segmenter.
 
 Two measurements (``python -m benchmarks gateway``):
 
-1. 2D classification of a 512 x 512 PNG at concurrency 1 and 8: the gateway (HTTP multipart,
-   PNG decode, resize, Triton, AiCOCO) next to a ``tritonclient`` gRPC loop that sends the
-   already decoded and preprocessed tensor to the same model. The ratio at concurrency 8 is the
-   gateway's overhead as a client sees it; both share the machine's cores with Triton.
+1. 2D classification of a 512 x 512 PNG with a closed-loop client at concurrency 1, 8 and 32:
+   first the in-process baseline (:mod:`benchmarks.baseline`: the same model, preprocessing and
+   AiCOCO document inside one uvicorn process), stopped; then the gateway with a local Triton
+   and default settings, so the two never share the machine. Each side's requests/s, p50, p99
+   and CPU milliseconds per request (the baseline's process; the gateway's plus Triton's with
+   its backend stubs), the ratios against the targets, and Triton's average dynamic batch at
+   concurrency 8 (inferences / executions, from its own statistics).
 2. A CT-like DICOM series (300 slices of 512 x 512 by default) through the 3D segmenter:
-   seconds per stage (from the gateway's own ``/metrics``) and the gateway's peak memory, read
-   from the kernel (``VmHWM`` after resetting it through ``/proc/PID/clear_refs``), above its
-   idle resident size, against the raw pixel bytes of the series.
+   seconds per stage (from the gateway's own ``/metrics``), time outside Triton against inside,
+   and the gateway's peak memory, read from the kernel (``VmHWM`` after resetting it through
+   ``/proc/PID/clear_refs``), above its idle resident size, against the raw pixel bytes.
 
-The gateway runs as its own process (``python -m gateway serve``) so its memory is its own.
+Every server runs as its own process, so its CPU time and memory are its own.
 """
 
 from __future__ import annotations
@@ -34,18 +37,29 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import tritonclient.grpc.aio as grpcclient
+import tritonclient.grpc as grpcsync
 from PIL import Image
 
 from tests.factories import make_ct_series
 from training.phantoms import LUNG_WINDOW, phantom_slice, phantom_volume, window_to_uint8
 from triton_local import LocalTriton, free_port
+from triton_local.process import group_members
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFIER = "lesion_classifier"
 SEGMENTER_3D = "lesion_segmenter_3d"
 STAGES = ("parse", "read", "preprocess", "triton", "postprocess", "format")
-CLASSIFIER_THROUGHPUT_TARGET = 0.8
+CONCURRENCY = (1, 8, 32)
+THROUGHPUT_TARGET = 0.8
+"""Gateway / baseline requests per second, at concurrency 8 and 32."""
+P99_TARGET = 1.25
+"""Gateway / baseline p99, at concurrency 8 and 32."""
+P50_MARGIN_MS = 3.0
+"""Gateway p50 at most the baseline's plus this, at concurrency 1."""
+CPU_TARGET = 1.3
+"""Whole-service CPU per request, gateway + Triton / baseline."""
+BATCH_TARGET = 2.0
+"""Triton's average dynamic batch at concurrency 8 is above this."""
 SERIES_MEMORY_TARGET = 3.0
 
 
@@ -83,51 +97,69 @@ async def _load(send: Callable[[], Awaitable[None]], requests: int, concurrency:
     return LoadResult(requests, time.perf_counter() - start, latencies)
 
 
-def _classifier_tensor(png: bytes, size: int) -> np.ndarray:
-    """What the gateway sends Triton for this PNG: resized, scaled by the dtype's max."""
-    image = Image.open(io.BytesIO(png))
-    resized = image.resize((size, size), Image.Resampling.BILINEAR)
-    return (np.asarray(resized, dtype=np.float32) / 255.0)[None, None]
+def _png() -> bytes:
+    """A 512 x 512 chest slice with one nodule, lung-windowed, as PNG."""
+    hu = phantom_slice(np.random.default_rng(7), size=512, lesions=[14.0]).hu
+    buffer = io.BytesIO()
+    Image.fromarray(window_to_uint8(hu, *LUNG_WINDOW)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-def _decode_ms(png: bytes, repeats: int = 50) -> float:
-    """Milliseconds to decode the PNG in this process: a floor of the gateway's own work per
-    request, next to which the direct loop's cost per request can be read."""
-    start = time.perf_counter()
-    for _ in range(repeats):
-        np.asarray(Image.open(io.BytesIO(png)))
-    return (time.perf_counter() - start) * 1000 / repeats
-
-
-async def _direct(grpc_url: str, tensor: np.ndarray, requests: int, concurrency: int) -> LoadResult:
-    client = grpcclient.InferenceServerClient(grpc_url)
-    try:
-
-        async def send() -> None:
-            infer_input = grpcclient.InferInput("image", list(tensor.shape), "FP32")
-            infer_input.set_data_from_numpy(tensor)
-            result = await client.infer(CLASSIFIER, [infer_input])
-            if result.as_numpy("probabilities") is None:
-                raise RuntimeError("the classifier answered without probabilities")
-
-        return await _load(send, requests, concurrency)
-    finally:
-        await client.close()
-
-
-async def _gateway(url: str, png: bytes, requests: int, concurrency: int) -> LoadResult:
+async def _post(url: str, path: str, png: bytes, requests: int, concurrency: int) -> LoadResult:
+    """The closed loop: ``concurrency`` clients, each posting the PNG as soon as it has its
+    answer, on kept-alive connections, the way FLaVor's clients send it."""
     images = json.dumps([{"id": "bench-image-0000000001", "file_name": "slice.png", "index": 0}])
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
 
         async def send() -> None:
             response = await client.post(
-                f"/models/{CLASSIFIER}/invocations",
+                path,
                 files=[("files", ("slice.png", png, "image/png"))],
                 data={"images": images},
             )
             response.raise_for_status()
 
         return await _load(send, requests, concurrency)
+
+
+@contextmanager
+def baseline_process() -> Iterator[tuple[str, int]]:
+    """``python -m benchmarks.baseline`` on a free port, until it answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.baseline", "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until(process, lambda: _answers(f"{url}/ping"), "baseline")
+        yield url, process.pid
+    finally:
+        _stop(process)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).is_success
+    except httpx.TransportError:
+        return False
+
+
+def _wait_until(process: subprocess.Popen[bytes], ready: Callable[[], bool], name: str) -> None:
+    deadline = time.monotonic() + 60
+    while not ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"the {name} exited with status {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {name} did not become ready within 60 s")
+        time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def local_triton(workdir: Path) -> LocalTriton:
@@ -145,7 +177,7 @@ def local_triton(workdir: Path) -> LocalTriton:
 def gateway_process(
     grpc_url: str, upload_dir: Path, settings: Mapping[str, str] | None = None
 ) -> Iterator[tuple[str, int]]:
-    """``python -m gateway serve`` on a free port; ``settings`` replace the bench's defaults."""
+    """``python -m gateway serve`` on a free port, with its default settings but ``settings``."""
     port = free_port()
     env = dict(
         os.environ,
@@ -155,31 +187,16 @@ def gateway_process(
         DEFAULT_MODEL=CLASSIFIER,
         LOG_LEVEL="WARNING",
         UPLOAD_DIR=str(upload_dir),
-        **(settings if settings is not None else {"MAX_IN_FLIGHT": "16"}),
+        **(settings or {}),
     )
     process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the gateway exited with status {process.returncode}")
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the gateway did not become ready within 60 s")
-            time.sleep(0.2)
+        ready = f"{url}/health/ready"
+        _wait_until(process, lambda: _answers(ready), "gateway")
         yield url, process.pid
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
 
 
 def status_kib(pid: int, field: str) -> int:
@@ -208,63 +225,98 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def classification(triton: LocalTriton, url: str, pid: int, requests: int) -> float:
-    rng = np.random.default_rng(7)
-    hu = phantom_slice(rng, size=512, lesions=[14.0]).hu
-    buffer = io.BytesIO()
-    Image.fromarray(window_to_uint8(hu, *LUNG_WINDOW)).save(buffer, format="PNG")
-    png = buffer.getvalue()
-    tensor = _classifier_tensor(png, 256)
-    decode_ms = _decode_ms(png)
-    print(f"2D classification: {CLASSIFIER}, 512 x 512 PNG ({len(png)} bytes), {requests} requests")
-    print(
-        f"  {'path':<8} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'gateway CPU ms/req':>19}"
-    )
-    results: dict[tuple[str, int], LoadResult] = {}
-    cpu_ms: dict[int, float] = {}
-    for concurrency in (1, 8):
-        direct = asyncio.run(_direct(triton.grpc_url, tensor, requests, concurrency))
-        cpu_before = _cpu_seconds(pid)
-        gateway = asyncio.run(_gateway(url, png, requests, concurrency))
+@dataclass
+class Side:
+    """One server's measurements, by concurrency."""
+
+    name: str
+    results: dict[int, LoadResult]
+    cpu_ms: dict[int, float]
+    """CPU milliseconds per request of every process of the service."""
+    batch: float | None = None
+    """Triton's average dynamic batch at concurrency 8 (the gateway's side only)."""
+
+
+def _measure(
+    name: str,
+    url: str,
+    path: str,
+    requests: int,
+    pids: Callable[[], list[int]],
+    executions: Callable[[], tuple[int, int]] | None = None,
+) -> Side:
+    png = _png()
+    side = Side(name, {}, {})
+    for concurrency in CONCURRENCY:
+        before = sum(_cpu_seconds(pid) for pid in pids())
+        counted = executions() if executions is not None else (0, 0)
+        side.results[concurrency] = asyncio.run(_post(url, path, png, requests, concurrency))
+        spent = sum(_cpu_seconds(pid) for pid in pids()) - before
         # The warm-up requests of _load are counted too: `concurrency` of them.
-        cpu_ms[concurrency] = (
-            (_cpu_seconds(pid) - cpu_before) * 1000 / (gateway.requests + concurrency)
-        )
-        results["direct", concurrency] = direct
-        results["gateway", concurrency] = gateway
-        for name, result in (("direct", direct), ("gateway", gateway)):
-            cpu = f"{cpu_ms[concurrency]:>19.2f}" if name == "gateway" else f"{'-':>19}"
+        side.cpu_ms[concurrency] = spent * 1000 / (requests + concurrency)
+        if executions is not None and concurrency == 8:
+            inferences, runs = (now - then for now, then in zip(executions(), counted, strict=True))
+            side.batch = inferences / max(runs, 1)
+    return side
+
+
+def _executions(triton: LocalTriton, model: str) -> tuple[int, int]:
+    """Triton's own counts for ``model``: inferences (batch items) and executions (batches)."""
+    client = grpcsync.InferenceServerClient(triton.grpc_url)
+    try:
+        [stats] = client.get_inference_statistics(model, as_json=True)["model_stats"]
+    finally:
+        client.close()
+    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def compare(baseline: Side, gateway: Side) -> list[bool]:
+    """Print the side-by-side table and each target's ratio; whether each target is met."""
+    print(f"  {'side':<9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11}")
+    for concurrency in CONCURRENCY:
+        for side in (baseline, gateway):
+            result = side.results[concurrency]
             print(
-                f"  {name:<8} {concurrency:>4} {result.throughput:>8.1f} "
-                f"{result.percentile_ms(50):>8.1f} {result.percentile_ms(99):>8.1f} {cpu}"
+                f"  {side.name:<9} {concurrency:>4} {result.throughput:>8.1f} "
+                f"{result.percentile_ms(50):>8.1f} {result.percentile_ms(99):>8.1f} "
+                f"{side.cpu_ms[concurrency]:>11.2f}"
             )
-    ratio = results["gateway", 8].throughput / results["direct", 8].throughput
-    overhead_ms = results["gateway", 1].percentile_ms(50) - results["direct", 1].percentile_ms(50)
+    verdicts = []
+    print("  gateway / baseline:")
+    for concurrency in CONCURRENCY[1:]:
+        ours, theirs = gateway.results[concurrency], baseline.results[concurrency]
+        throughput = ours.throughput / theirs.throughput
+        p99 = ours.percentile_ms(99) / theirs.percentile_ms(99)
+        verdicts += [throughput >= THROUGHPUT_TARGET, p99 <= P99_TARGET]
+        print(
+            f"    concurrency {concurrency:>2}: throughput {throughput:.2f} x "
+            f"(target >= {THROUGHPUT_TARGET}: {_verdict(verdicts[-2])}), p99 {p99:.2f} x "
+            f"(target <= {P99_TARGET}: {_verdict(verdicts[-1])})"
+        )
+    extra = gateway.results[1].percentile_ms(50) - baseline.results[1].percentile_ms(50)
+    verdicts.append(extra <= P50_MARGIN_MS)
     print(
-        f"  gateway overhead per request at concurrency 1 (p50 gateway - p50 direct): "
-        f"{overhead_ms:.1f} ms; gateway CPU per request at concurrency 8: {cpu_ms[8]:.2f} ms"
+        f"    concurrency  1: p50 {extra:+.1f} ms "
+        f"(target <= +{P50_MARGIN_MS:g} ms: {_verdict(verdicts[-1])})"
     )
-    if ratio >= CLASSIFIER_THROUGHPUT_TARGET:
-        print(
-            f"  gateway / direct throughput at concurrency 8: {ratio:.2f} "
-            f"(meets the {CLASSIFIER_THROUGHPUT_TARGET} target)"
-        )
-    else:
-        direct_ms = 1000 / results["direct", 8].throughput
-        print(
-            f"  decoding this PNG alone takes {decode_ms:.2f} ms here, "
-            f"{decode_ms / direct_ms:.1f} x the {direct_ms:.2f} ms of machine time that each "
-            "request of the direct loop takes at concurrency 8"
-        )
-        print(
-            f"  gateway / direct throughput at concurrency 8: {ratio:.2f}: MISSES the "
-            f"{CLASSIFIER_THROUGHPUT_TARGET} target. The direct loop sends an already decoded, "
-            "resized tensor; the gateway also receives the HTTP multipart upload, writes it to "
-            "the request's folder, decodes the PNG, resizes it and writes AiCOCO JSON, on the "
-            f"same {os.cpu_count()} cores as Triton and this client, for a model of a few ms."
-        )
-    return ratio
+    cpu = {c: gateway.cpu_ms[c] / baseline.cpu_ms[c] for c in CONCURRENCY}
+    verdicts.append(max(cpu.values()) <= CPU_TARGET)
+    shown = ", ".join(f"{cpu[c]:.2f} x at {c}" for c in CONCURRENCY)
+    print(
+        f"    CPU per request (gateway + Triton): {shown} "
+        f"(target <= {CPU_TARGET}: {_verdict(verdicts[-1])})"
+    )
+    batch = gateway.batch or 0.0
+    verdicts.append(batch > BATCH_TARGET)
+    print(
+        f"  Triton's average dynamic batch at concurrency 8: {batch:.2f} "
+        f"(target > {BATCH_TARGET:g}: {_verdict(verdicts[-1])})"
+    )
+    return verdicts
 
 
 def series(url: str, pid: int, slices: int, workdir: Path) -> float:
@@ -320,9 +372,15 @@ def series(url: str, pid: int, slices: int, workdir: Path) -> float:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks gateway")
-    parser.add_argument("--requests", type=int, default=200, help="requests per load level")
+    parser.add_argument("--requests", type=int, default=400, help="requests per load level")
     parser.add_argument("--slices", type=int, default=300, help="slices of the CT series")
     args = parser.parse_args(argv)
+    print(
+        f"2D classification: {CLASSIFIER}, 512 x 512 PNG ({len(_png())} bytes), "
+        f"{args.requests} requests per level, closed loop, {os.cpu_count()} CPUs"
+    )
+    with baseline_process() as (url, pid):
+        baseline = _measure("baseline", url, "/invocations", args.requests, lambda: [pid])
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         workdir = Path(tmp)
         triton = local_triton(workdir)
@@ -330,6 +388,24 @@ def main(argv: list[str]) -> int:
             triton.wait_for_model(CLASSIFIER)
             triton.wait_for_model(SEGMENTER_3D)
             with gateway_process(triton.grpc_url, workdir) as (url, pid):
-                classification(triton, url, pid, args.requests)
+                path = f"/models/{CLASSIFIER}/invocations"
+                gateway = _measure(
+                    "gateway",
+                    url,
+                    path,
+                    args.requests,
+                    _service_pids(pid, triton),
+                    lambda: _executions(triton, CLASSIFIER),
+                )
+                compare(baseline, gateway)
                 series(url, pid, args.slices, workdir)
     return 0
+
+
+def _service_pids(gateway_pid: int, triton: LocalTriton) -> Callable[[], list[int]]:
+    """The gateway's process and every live process of Triton's group (server and stubs)."""
+
+    def pids() -> list[int]:
+        return [gateway_pid, *(group_members(triton.pid) if triton.pid else [])]
+
+    return pids

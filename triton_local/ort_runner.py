@@ -207,7 +207,7 @@ class OnnxRunner:
                 f"model file {model_path} not found: the onnxruntime backend runs "
                 f"<model>/<version>/{spec.model_filename} (set default_model_filename to change it)"
             )
-        self._session = _create_session(model_path, spec.settings)
+        self._session = create_session(model_path, spec.settings)
         onnx_inputs = {arg.name: arg for arg in self._session.get_inputs()}
         onnx_outputs = {arg.name: arg for arg in self._session.get_outputs()}
         undeclared = sorted(set(onnx_inputs) - {t.name for t in spec.inputs})
@@ -368,7 +368,9 @@ class OnnxRunner:
                 )
 
 
-def _create_session(model_path: Path, settings: SessionSettings) -> ort.InferenceSession:
+def create_session(model_path: Path, settings: SessionSettings) -> ort.InferenceSession:
+    """The session as this backend runs it (the throughput bench's in-process baseline uses the
+    same, so the two sides differ only in what surrounds the model)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
     options.inter_op_num_threads = settings.inter_op_threads
