@@ -354,11 +354,17 @@ def series(url: str, pid: int, slices: int, workdir: Path) -> float:
         f"  {elapsed:.1f} s end to end; {len(answer['objects'])} objects, "
         f"{len(answer['annotations'])} annotations"
     )
+    spent = {stage: after[stage] - before[stage] for stage in STAGES}
     for stage in STAGES:
-        print(f"  {stage:<12} {after[stage] - before[stage]:>7.2f} s")
+        print(f"  {stage:<12} {spent[stage]:>7.2f} s")
     print(
         "  (triton includes turning each batch's maps into full-resolution masks as it "
         "arrives, overlapped with the model; postprocess is the connected components)"
+    )
+    outside = sum(seconds for stage, seconds in spent.items() if stage != "triton")
+    print(
+        f"  outside Triton {outside:.2f} s, inside {spent['triton']:.2f} s "
+        f"(target: less outside than inside: {_verdict(outside < spent['triton'])})"
     )
     peak = (peak_kib - idle_kib) * 1024
     ratio = peak / pixel_bytes

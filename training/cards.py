@@ -47,7 +47,11 @@ class ModelCard:
     metrics: tuple[MetricRow, ...]
     categories: tuple[Mapping[str, Any], ...] = ()
     regressions: tuple[Mapping[str, Any], ...] = ()
-    queue_delay_us: int = 2000
+    queue_delay_us: int = 0
+    """Triton's dynamic-batching delay. Zero: requests that queue while the instance is busy are
+    still batched, and none is held back waiting for others. Measured with the gateway bench on
+    2 CPU cores, 2000 us against 0 cost 4 to 5 ms of p50 at concurrency 1, 18 % of throughput
+    at concurrency 8 and 2 ms of Triton CPU per request; 100 us was no better."""
 
     @property
     def input(self) -> TensorSpec:
@@ -104,6 +108,7 @@ def render_config(card: ModelCard) -> str:
         f"output {_tensor_block(card.outputs)}\n"
         "# One instance; its kind (GPU when there is one, else CPU) is left to Triton.\n"
         "instance_group [ { count: 1 } ]\n"
+        "# Requests that wait while the instance is busy run as one batch; none is held back.\n"
         f"dynamic_batching {{\n  max_queue_delay_microseconds: {card.queue_delay_us}\n}}\n"
         "parameters [\n" + ",\n".join(parameters) + "\n]\n"
     )

@@ -62,7 +62,7 @@ def test_config_is_triton_ready(name: str) -> None:
     assert config.backend == "onnxruntime"
     assert config.max_batch_size == card.max_batch_size > 0
     assert config.HasField("dynamic_batching")
-    assert config.dynamic_batching.max_queue_delay_microseconds > 0
+    assert config.dynamic_batching.max_queue_delay_microseconds == card.queue_delay_us == 0
     for group in config.instance_group:
         assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_AUTO
         assert group.count == 1
