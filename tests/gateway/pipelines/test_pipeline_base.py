@@ -8,9 +8,10 @@ exercised end to end in tests/e2e.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 import numpy as np
 import pytest
@@ -30,6 +31,9 @@ from gateway.triton import ModelConfig, TritonClient
 from gateway.workers import CpuPool
 
 pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 @pytest.fixture
@@ -233,3 +237,76 @@ async def test_output_the_strategy_refuses_is_an_invalid_model_output(
         pipeline = WrongChannels()
     with pytest.raises(InvalidModelOutput, match=r"model 'toy'.*shape \(2,\)"):
         await pipeline(request_for(tmp_path, [("a.png", 0)]))
+
+
+class CountingPool(CpuPool):
+    """Counts the hand-offs to the worker pool."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.calls = 0
+
+    async def run(self, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
+        self.calls += 1
+        return await super().run(fn, *args)
+
+
+async def test_consecutive_plain_stages_share_one_pool_call(
+    tmp_path: Path, binding: PipelineBinding
+) -> None:
+    """read + preprocess in one call, postprocess + format in another: 2, not 4."""
+    seen: list[str] = []
+    request = request_for(tmp_path, [("a.png", 0)])
+    request.observe = lambda stage, seconds: seen.append(stage)
+    pool = CountingPool(1)
+    with pool:
+        with binding_scope(replace(binding, cpu=pool)):
+            pipeline = Ported()
+        output = await pipeline(request)
+    assert pool.calls == 2
+    assert seen == ["read", "preprocess", "triton", "postprocess", "format"]
+    assert output.images[0].category_ids
+
+
+class AsyncStages(AiCOCOImagePipeline):
+    """Reader and formatter written ``async def`` (they run on the event loop), the others
+    plain; the formatter answers one value too many, which the strategy refuses."""
+
+    def define_inference_network(self) -> Any:
+        return lambda x: x
+
+    def set_categories(self) -> list[dict[str, Any]]:
+        return [{"name": "bright"}, {"name": "dark"}]
+
+    def set_regressions(self) -> None:
+        return None
+
+    async def data_reader(self, files: Sequence[str], **kwargs: Any) -> tuple[np.ndarray, None]:
+        await asyncio.sleep(0)
+        return np.ones(2, dtype=np.uint8), None
+
+    def postprocess(self, out: np.ndarray) -> np.ndarray:
+        return np.concatenate([out, out[:1]])
+
+    async def output_formatter(
+        self, model_out: np.ndarray, *, images: Sequence[AiImage], **kwargs: Any
+    ) -> AiCOCOOutput:
+        await asyncio.sleep(0)
+        return ClassificationStrategy()(model_out, images=images, categories=self.categories)
+
+
+async def test_async_stages_run_on_the_loop_and_keep_their_errors(
+    tmp_path: Path, binding: PipelineBinding
+) -> None:
+    seen: list[str] = []
+    request = request_for(tmp_path, [("a.png", 0)])
+    request.observe = lambda stage, seconds: seen.append(stage)
+    pool = CountingPool(1)
+    with pool:
+        with binding_scope(replace(binding, cpu=pool)):
+            pipeline = AsyncStages()
+        with pytest.raises(InvalidModelOutput, match=r"model 'toy'.*shape \(2,\), one 0/1"):
+            await pipeline(request)
+    # preprocess and postprocess (plain) each alone between async stages: one call each.
+    assert pool.calls == 2
+    assert seen == ["read", "preprocess", "triton", "postprocess", "format"]
