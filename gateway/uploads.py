@@ -50,6 +50,10 @@ FILES_FIELD = "files"
 FLUSH_BYTES = 1024 * 1024
 """Buffered upload bytes per request before they are written to disk."""
 
+INLINE_WRITE_BYTES = 256 * 1024
+"""A flush this small is written on the event loop: into the page cache it takes tens of
+microseconds, less than the hand-off to a thread and back (about 0.1 ms of CPU here)."""
+
 MAX_FIELD_BYTES = 32 * 1024 * 1024
 """All non-file fields together (``images``, ``meta``, ``data``...): generous for 4096 entries."""
 
@@ -193,9 +197,12 @@ class _FormParser:
             assert part.path is not None
             writes.append((part.path, part.data))
             part.data = bytearray()
+        small = self.pending_bytes <= INLINE_WRITE_BYTES
         self._pending = []
         self.pending_bytes = 0
-        if writes:
+        if small:
+            _append_all(writes)
+        elif writes:
             await anyio.to_thread.run_sync(_append_all, writes)
 
     def _on_part_begin(self) -> None:
