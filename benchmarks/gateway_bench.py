@@ -233,8 +233,9 @@ class Server:
     name: str
     url: str
     path: str
-    pids: Callable[[], list[int]]
-    """Every process of the service (the gateway's side: gateway, Triton, backend stubs)."""
+    processes: Callable[[], dict[str, list[int]]]
+    """Every process of the service by part (the gateway's side: the gateway, and Triton with
+    its backend stubs)."""
     executions: Callable[[], tuple[int, int]] | None = None
 
 
@@ -244,29 +245,38 @@ class Side:
 
     name: str
     results: dict[int, LoadResult]
-    cpu_ms: dict[int, float]
-    """CPU milliseconds per request of every process of the service."""
+    cpu_ms: dict[int, dict[str, float]]
+    """CPU milliseconds per request of each part of the service."""
     batch: dict[int, float]
     """Triton's average dynamic batch (the gateway's side only)."""
 
 
 def _level(server: Server, png: bytes, requests: int, concurrency: int, side: Side) -> None:
     """One load level on one server; kept when its throughput beats the side's earlier rounds."""
-    before = sum(_cpu_seconds(pid) for pid in server.pids())
+    before = _cpu_by_part(server)
     counted = server.executions() if server.executions is not None else (0, 0)
     result = asyncio.run(_post(server.url, server.path, png, requests, concurrency))
-    spent = sum(_cpu_seconds(pid) for pid in server.pids()) - before
+    after = _cpu_by_part(server)
     best = side.results.get(concurrency)
     if best is not None and best.throughput >= result.throughput:
         return
     side.results[concurrency] = result
     # The warm-up requests of _load are counted too: `concurrency` of them.
-    side.cpu_ms[concurrency] = spent * 1000 / (requests + concurrency)
+    side.cpu_ms[concurrency] = {
+        part: (after[part] - before.get(part, 0.0)) * 1000 / (requests + concurrency)
+        for part in after
+    }
     if server.executions is not None:
         inferences, runs = (
             now - then for now, then in zip(server.executions(), counted, strict=True)
         )
         side.batch[concurrency] = inferences / max(runs, 1)
+
+
+def _cpu_by_part(server: Server) -> dict[str, float]:
+    return {
+        part: sum(_cpu_seconds(pid) for pid in pids) for part, pids in server.processes().items()
+    }
 
 
 def measure(servers: list[Server], requests: int, rounds: int) -> list[Side]:
@@ -297,14 +307,21 @@ def _verdict(met: bool) -> str:
 
 def compare(baseline: Side, gateway: Side) -> list[bool]:
     """Print the side-by-side table and each target's ratio; whether each target is met."""
-    print(f"  {'side':<9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11}")
+    sides = (baseline, gateway)
+    print(
+        f"  {'side':<9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11}"
+        "  (by process)"
+    )
+    cpu = {side.name: {c: sum(side.cpu_ms[c].values()) for c in CONCURRENCY} for side in sides}
     for concurrency in CONCURRENCY:
-        for side in (baseline, gateway):
+        for side in sides:
             result = side.results[concurrency]
+            parts = side.cpu_ms[concurrency]
+            split = " + ".join(f"{part} {ms:.2f}" for part, ms in parts.items())
             print(
                 f"  {side.name:<9} {concurrency:>4} {result.throughput:>8.1f} "
                 f"{result.percentile_ms(50):>8.1f} {result.percentile_ms(99):>8.1f} "
-                f"{side.cpu_ms[concurrency]:>11.2f}"
+                f"{cpu[side.name][concurrency]:>11.2f}" + (f"  ({split})" if len(parts) > 1 else "")
             )
     verdicts = []
     print("  gateway / baseline:")
@@ -324,9 +341,9 @@ def compare(baseline: Side, gateway: Side) -> list[bool]:
         f"    concurrency  1: p50 {extra:+.1f} ms "
         f"(target <= +{P50_MARGIN_MS:g} ms: {_verdict(verdicts[-1])})"
     )
-    cpu = {c: gateway.cpu_ms[c] / baseline.cpu_ms[c] for c in CONCURRENCY}
-    verdicts.append(max(cpu.values()) <= CPU_TARGET)
-    shown = ", ".join(f"{cpu[c]:.2f} x at {c}" for c in CONCURRENCY)
+    ratio = {c: cpu["gateway"][c] / cpu["baseline"][c] for c in CONCURRENCY}
+    verdicts.append(max(ratio.values()) <= CPU_TARGET)
+    shown = ", ".join(f"{ratio[c]:.2f} x at {c}" for c in CONCURRENCY)
     print(
         f"    CPU per request (gateway + Triton): {shown} "
         f"(target <= {CPU_TARGET}: {_verdict(verdicts[-1])})"
@@ -416,7 +433,9 @@ def main(argv: list[str]) -> int:
             triton.wait_for_model(SEGMENTER_3D)
             with gateway_process(triton.grpc_url, workdir) as (url, pid):
                 servers = [
-                    Server("baseline", baseline_url, "/invocations", lambda: [baseline_pid]),
+                    Server(
+                        "baseline", baseline_url, "/invocations", lambda: {"all": [baseline_pid]}
+                    ),
                     Server(
                         "gateway",
                         url,
@@ -430,10 +449,13 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _service_pids(gateway_pid: int, triton: LocalTriton) -> Callable[[], list[int]]:
-    """The gateway's process and every live process of Triton's group (server and stubs)."""
+def _service_pids(gateway_pid: int, triton: LocalTriton) -> Callable[[], dict[str, list[int]]]:
+    """The gateway's process, and every live process of Triton's group (server and stubs)."""
 
-    def pids() -> list[int]:
-        return [gateway_pid, *(group_members(triton.pid) if triton.pid else [])]
+    def processes() -> dict[str, list[int]]:
+        return {
+            "gateway": [gateway_pid],
+            "Triton": group_members(triton.pid) if triton.pid else [],
+        }
 
-    return pids
+    return processes
