@@ -249,8 +249,8 @@ class AiCOCOImagePipeline(abc.ABC):
         images = sorted(request.images, key=lambda image: image.index)
         files, names = _files(request, images)
         fields = {k: v for k, v in request.fields.items() if k not in _RESERVED}
+        # What one stage leaves for the next; popped when used, so big arrays go early.
         kept: dict[str, Any] = {}
-        """What one stage leaves for the next; popped when used, so big arrays go early."""
 
         def keep_read(read: Any) -> None:
             data, modified = _unpack_read(self.model_name, read)
