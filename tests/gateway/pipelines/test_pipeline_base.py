@@ -8,6 +8,7 @@ exercised end to end in tests/e2e.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -251,21 +252,32 @@ class CountingPool(CpuPool):
         return await super().run(fn, *args)
 
 
-async def test_consecutive_plain_stages_share_one_pool_call(
-    tmp_path: Path, binding: PipelineBinding
-) -> None:
-    """read + preprocess in one call, postprocess + format in another: 2, not 4."""
+async def counted_run(
+    tmp_path: Path, binding: PipelineBinding, make: Callable[[], AiCOCOImagePipeline]
+) -> tuple[int, list[str], AiCOCOOutput | Exception]:
+    """Pool hand-offs, stages seen and the answer (or the error) of one request."""
     seen: list[str] = []
     request = request_for(tmp_path, [("a.png", 0)])
     request.observe = lambda stage, seconds: seen.append(stage)
     pool = CountingPool(1)
     with pool:
         with binding_scope(replace(binding, cpu=pool)):
-            pipeline = Ported()
-        output = await pipeline(request)
-    assert pool.calls == 2
+            pipeline = make()
+        try:
+            answer: AiCOCOOutput | Exception = await pipeline(request)
+        except Exception as exc:
+            answer = exc
+    return pool.calls, seen, answer
+
+
+async def test_consecutive_plain_stages_share_one_pool_call(
+    tmp_path: Path, binding: PipelineBinding
+) -> None:
+    """read + preprocess in one call, postprocess + format in another: 2, not 4."""
+    calls, seen, output = await counted_run(tmp_path, binding, Ported)
+    assert calls == 2
     assert seen == ["read", "preprocess", "triton", "postprocess", "format"]
-    assert output.images[0].category_ids
+    assert isinstance(output, AiCOCOOutput) and output.images[0].category_ids
 
 
 class AsyncStages(AiCOCOImagePipeline):
@@ -298,15 +310,9 @@ class AsyncStages(AiCOCOImagePipeline):
 async def test_async_stages_run_on_the_loop_and_keep_their_errors(
     tmp_path: Path, binding: PipelineBinding
 ) -> None:
-    seen: list[str] = []
-    request = request_for(tmp_path, [("a.png", 0)])
-    request.observe = lambda stage, seconds: seen.append(stage)
-    pool = CountingPool(1)
-    with pool:
-        with binding_scope(replace(binding, cpu=pool)):
-            pipeline = AsyncStages()
-        with pytest.raises(InvalidModelOutput, match=r"model 'toy'.*shape \(2,\), one 0/1"):
-            await pipeline(request)
+    calls, seen, error = await counted_run(tmp_path, binding, AsyncStages)
+    assert isinstance(error, InvalidModelOutput)
+    assert re.search(r"model 'toy'.*shape \(2,\), one 0/1", error.message)
     # preprocess and postprocess (plain) each alone between async stages: one call each.
-    assert pool.calls == 2
+    assert calls == 2
     assert seen == ["read", "preprocess", "triton", "postprocess", "format"]
