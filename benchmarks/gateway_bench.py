@@ -305,8 +305,8 @@ def _verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
-def compare(baseline: Side, gateway: Side) -> list[bool]:
-    """Print the side-by-side table and each target's ratio; whether each target is met."""
+def compare(baseline: Side, gateway: Side) -> None:
+    """Print the side-by-side table, and each target's ratio with its verdict."""
     sides = (baseline, gateway)
     print(
         f"  {'side':<9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11}"
@@ -323,41 +323,36 @@ def compare(baseline: Side, gateway: Side) -> list[bool]:
                 f"{result.percentile_ms(50):>8.1f} {result.percentile_ms(99):>8.1f} "
                 f"{cpu[side.name][concurrency]:>11.2f}" + (f"  ({split})" if len(parts) > 1 else "")
             )
-    verdicts = []
     print("  gateway / baseline:")
     for concurrency in CONCURRENCY[1:]:
         ours, theirs = gateway.results[concurrency], baseline.results[concurrency]
         throughput = ours.throughput / theirs.throughput
         p99 = ours.percentile_ms(99) / theirs.percentile_ms(99)
-        verdicts += [throughput >= THROUGHPUT_TARGET, p99 <= P99_TARGET]
         print(
             f"    concurrency {concurrency:>2}: throughput {throughput:.2f} x "
-            f"(target >= {THROUGHPUT_TARGET}: {_verdict(verdicts[-2])}), p99 {p99:.2f} x "
-            f"(target <= {P99_TARGET}: {_verdict(verdicts[-1])})"
+            f"(target >= {THROUGHPUT_TARGET}: {_verdict(throughput >= THROUGHPUT_TARGET)}), "
+            f"p99 {p99:.2f} x "
+            f"(target <= {P99_TARGET}: {_verdict(p99 <= P99_TARGET)})"
         )
     extra = gateway.results[1].percentile_ms(50) - baseline.results[1].percentile_ms(50)
-    verdicts.append(extra <= P50_MARGIN_MS)
     print(
         f"    concurrency  1: p50 {extra:+.1f} ms "
-        f"(target <= +{P50_MARGIN_MS:g} ms: {_verdict(verdicts[-1])})"
+        f"(target <= +{P50_MARGIN_MS:g} ms: {_verdict(extra <= P50_MARGIN_MS)})"
     )
     ratio = {c: cpu["gateway"][c] / cpu["baseline"][c] for c in CONCURRENCY}
-    verdicts.append(max(ratio.values()) <= CPU_TARGET)
     shown = ", ".join(f"{ratio[c]:.2f} x at {c}" for c in CONCURRENCY)
     print(
         f"    CPU per request (gateway + Triton): {shown} "
-        f"(target <= {CPU_TARGET}: {_verdict(verdicts[-1])})"
+        f"(target <= {CPU_TARGET}: {_verdict(max(ratio.values()) <= CPU_TARGET)})"
     )
     batch = gateway.batch.get(8, 0.0)
-    verdicts.append(batch > BATCH_TARGET)
     print(
         f"  Triton's average dynamic batch at concurrency 8: {batch:.2f} "
-        f"(target > {BATCH_TARGET:g}: {_verdict(verdicts[-1])})"
+        f"(target > {BATCH_TARGET:g}: {_verdict(batch > BATCH_TARGET)})"
     )
-    return verdicts
 
 
-def series(url: str, pid: int, slices: int, workdir: Path) -> float:
+def series(url: str, pid: int, slices: int, workdir: Path) -> None:
     volume = phantom_volume(
         np.random.default_rng(11), slices=slices, size=512, lesions=[12.0, 20.0]
     )
@@ -411,7 +406,6 @@ def series(url: str, pid: int, slices: int, workdir: Path) -> float:
         f"  gateway peak memory above idle: {peak / 2**20:.0f} MiB = {ratio:.2f} x the pixel bytes "
         f"(idle {idle_kib / 1024:.0f} MiB; {verdict} the < {SERIES_MEMORY_TARGET} x target)"
     )
-    return ratio
 
 
 def main(argv: list[str]) -> int:
