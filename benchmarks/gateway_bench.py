@@ -444,12 +444,25 @@ def main(argv: list[str]) -> int:
 
 
 def _service_pids(gateway_pid: int, triton: LocalTriton) -> Callable[[], dict[str, list[int]]]:
-    """The gateway's process, and every live process of Triton's group (server and stubs)."""
+    """The gateway's process with its workers (``WORKERS`` above 1), and every live process of
+    Triton's group (server and stubs)."""
 
     def processes() -> dict[str, list[int]]:
         return {
-            "gateway": [gateway_pid],
+            "gateway": [gateway_pid, *_children(gateway_pid)],
             "Triton": group_members(triton.pid) if triton.pid else [],
         }
 
     return processes
+
+
+def _children(parent: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:  # exited while we looked
+            continue
+        if stat and int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
+            children.append(int(entry.name))
+    return children

@@ -1,11 +1,16 @@
-"""Prometheus metrics, one registry per app.
+"""Prometheus metrics, one registry per app, summed over the workers when there are several.
 
 A registry per app (rather than the process-global default) lets tests and benchmarks create
 many apps in one process without "duplicated timeseries" errors, and keeps ``/metrics`` to what
-this gateway measured.
+this gateway measured. With ``WORKERS`` above 1 the server sets :data:`MULTIPROCESS_DIR` before
+the workers start: prometheus_client then keeps every value in a file there, and ``/metrics``
+from any worker reads them all (counters and histograms summed, the gauges of live workers
+summed), so a scrape sees the whole service whichever worker answers it.
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -14,7 +19,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""The environment variable prometheus_client reads, at import, for its multiprocess mode."""
 
 STAGES = ("parse", "read", "preprocess", "triton", "postprocess", "format")
 
@@ -73,13 +82,16 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "gateway_in_flight_requests",
-            "Inference requests holding a slot now (bounded by MAX_IN_FLIGHT).",
+            "Inference requests holding a slot now (bounded by MAX_IN_FLIGHT per worker).",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.queue_depth = Gauge(
             "gateway_queue_depth",
-            "Requests with a fully read body waiting for an inference slot (bounded by MAX_QUEUE).",
+            "Requests with a fully read body waiting for an inference slot (bounded by MAX_QUEUE "
+            "per worker).",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.queue_wait_seconds = Histogram(
             "gateway_queue_wait_seconds",
@@ -90,8 +102,9 @@ class Metrics:
         )
         self.uploads = Gauge(
             "gateway_uploads_in_progress",
-            "Request bodies being received now (bounded by MAX_UPLOADS).",
+            "Request bodies being received now (bounded by MAX_UPLOADS per worker).",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.upload_timeouts = Counter(
             "gateway_upload_timeouts",
@@ -108,4 +121,9 @@ class Metrics:
         self.stage_seconds.labels(stage=stage, model=model).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        folder = os.environ.get(MULTIPROCESS_DIR)
+        if not folder:
+            return generate_latest(self.registry)
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker, path=folder)
+        return generate_latest(every_worker)

@@ -255,6 +255,11 @@ class Settings:
         shown="16KiB",
         help="Least body bytes per second over each window (slowloris guard).",
     )
+    workers: int = setting(
+        1,
+        parse=_positive_int,
+        help="Gateway processes on the port, each with its own limits above; `/metrics` sums them.",
+    )
     cpu_workers: int = setting(
         factory=lambda: os.cpu_count() or 1,
         parse=_positive_int,
