@@ -2,7 +2,10 @@
 loop of async tests.
 
 Async tests are marked ``anyio`` (anyio's pytest plugin, which Starlette brings) and run on
-asyncio, the gateway's loop; nothing wraps a coroutine in ``asyncio.run`` by hand.
+asyncio, the gateway's loop; nothing wraps a coroutine in ``asyncio.run`` by hand. They share one
+event loop for the whole session: gRPC's asyncio support binds its poller to the loop it first
+serves, and a late event for a closed loop fails whichever test runs next ("Event loop is
+closed", seen once in a fresh-clone run when each test had a loop of its own).
 
 ``triton`` (session scope) serves ``model_repository/`` for the whole run, so the five example
 models load once. Tests that change a repository (drop-in, broken models) start their own server
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,12 @@ StartTriton = Callable[..., LocalTriton]
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def one_event_loop(anyio_backend: str) -> AsyncIterator[None]:
+    """Holds anyio's test runner, and so its event loop, for the whole session."""
+    yield
 
 
 def _stop_and_check(server: LocalTriton) -> None:
