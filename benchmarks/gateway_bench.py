@@ -44,7 +44,7 @@ from PIL import Image
 from tests.factories import make_ct_series
 from training.phantoms import LUNG_WINDOW, phantom_slice, phantom_volume, window_to_uint8
 from triton_local import LocalTriton, free_port
-from triton_local.process import group_members
+from triton_local.process import children_of, group_members
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFIER = "lesion_classifier"
@@ -449,20 +449,8 @@ def _service_pids(gateway_pid: int, triton: LocalTriton) -> Callable[[], dict[st
 
     def processes() -> dict[str, list[int]]:
         return {
-            "gateway": [gateway_pid, *_children(gateway_pid)],
+            "gateway": [gateway_pid, *children_of(gateway_pid)],
             "Triton": group_members(triton.pid) if triton.pid else [],
         }
 
     return processes
-
-
-def _children(parent: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
-        except OSError:  # exited while we looked
-            continue
-        if stat and int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
-            children.append(int(entry.name))
-    return children

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -74,7 +74,16 @@ def spawn(
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group ``pgid``, read from /proc."""
-    members = []
+    return [pid for pid, _, group in _live_processes() if group == pgid]
+
+
+def children_of(parent: int) -> list[int]:
+    """Live (non-zombie) child processes of ``parent``, read from /proc."""
+    return [pid for pid, ppid, _ in _live_processes() if ppid == parent]
+
+
+def _live_processes() -> Iterator[tuple[int, int, int]]:
+    """``(pid, ppid, pgrp)`` of every live process."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -83,10 +92,9 @@ def group_members(pgid: int) -> list[int]:
         except OSError:  # The process exited while we looked.
             continue
         # Fields after the parenthesised command name: state ppid pgrp ...
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] not in {"Z", "X"} and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+        state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+        if state not in {"Z", "X"}:
+            yield int(entry.name), int(ppid), int(pgrp)
 
 
 def stop_group(process: subprocess.Popen[bytes], *, timeout_s: float) -> list[int]:

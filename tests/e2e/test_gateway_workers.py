@@ -19,6 +19,7 @@ from gateway.server import STARTUP_S
 from tests.e2e.conftest import _GatewayProcess
 from tests.factories import chest_png
 from triton_local import LocalTriton
+from triton_local.process import children_of
 
 pytestmark = pytest.mark.e2e
 
@@ -33,17 +34,13 @@ ANSWERED = re.compile(
 def workers_of(parent: int) -> list[int]:
     """The parent's live worker processes: its children that multiprocessing spawned."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in children_of(parent):
         try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:  # exited while we looked
             continue
-        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-        if int(ppid) == parent and state not in {"Z", "X"} and b"spawn_main" in command:
-            found.append(int(entry.name))
+        if b"spawn_main" in command:
+            found.append(pid)
     return sorted(found)
 
 
