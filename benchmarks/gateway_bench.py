@@ -279,10 +279,9 @@ def _cpu_by_part(server: Server) -> dict[str, float]:
     }
 
 
-def measure(servers: list[Server], requests: int, rounds: int) -> list[Side]:
+def measure(servers: list[Server], png: bytes, requests: int, rounds: int) -> list[Side]:
     """Each level on each server in turn, ``rounds`` times: the servers take turns at every
     level, so a change in the machine's speed during the run (other tenants) reaches both."""
-    png = _png()
     sides = [Side(server.name, {}, {}, {}) for server in servers]
     for concurrency in CONCURRENCY:
         for _ in range(rounds):
@@ -414,8 +413,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="turns per level and server")
     parser.add_argument("--slices", type=int, default=300, help="slices of the CT series")
     args = parser.parse_args(argv)
+    png = _png()
     print(
-        f"2D classification: {CLASSIFIER}, 512 x 512 PNG ({len(_png())} bytes), "
+        f"2D classification: {CLASSIFIER}, 512 x 512 PNG ({len(png)} bytes), "
         f"{args.requests} requests per level, closed loop, {os.cpu_count()} CPUs; the two "
         f"servers take turns at each level, best of {args.rounds} rounds each"
     )
@@ -438,7 +438,7 @@ def main(argv: list[str]) -> int:
                         lambda: _executions(triton, CLASSIFIER),
                     ),
                 ]
-                compare(*measure(servers, args.requests, args.rounds))
+                compare(*measure(servers, png, args.requests, args.rounds))
                 series(url, pid, args.slices, workdir)
     return 0
 

@@ -59,8 +59,9 @@ class _Declared(type):
         mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
     ) -> _Declared:
         if any(isinstance(base, _Declared) for base in bases):
-            sent = ("code", "when", "fix")
-            missing = [key for key in sent if key not in namespace and not namespace.get("parent")]
+            # A parent-only class is never sent, so it has no code or text of its own.
+            documented = () if namespace.get("parent") else ("code", "when", "fix")
+            missing = [key for key in documented if key not in namespace]
             if "status" not in namespace and not any(hasattr(b, "status") for b in bases):
                 missing.append("status")
             if missing:

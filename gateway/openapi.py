@@ -17,6 +17,7 @@ from importlib import metadata, resources
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 
 from aicoco import AiImage
 from gateway import errors
@@ -180,13 +181,10 @@ def _model_parameter() -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    image_schema = AiImage.model_json_schema(ref_template="#/components/schemas/{model}")
-    image_defs = image_schema.pop("$defs", {})
     json_text = {"type": "string", "contentMediaType": "application/json"}
-    return {
+    schemas = {
         **_components(aicoco_output_schema(), "AiCOCOOutput"),
-        **image_defs,
-        "AiImage": image_schema,
+        **_model_components("AiImage", AiImage, "validation"),
         "InvocationForm": {
             "type": "object",
             "description": (
@@ -225,30 +223,21 @@ def _schemas() -> dict[str, Any]:
                 "description": "Any other field: JSON, passed to the pipeline.",
             },
         },
-        **_pydantic_schemas(
-            {
-                "Error": ErrorBody,
-                "ModelList": ModelList,
-                "Readiness": Readiness,
-                "Liveness": Liveness,
-            }
-        ),
+        # The answers' schemas, under the names the document has always used.
+        **_model_components("Error", ErrorBody, "serialization"),
+        **_model_components("ModelList", ModelList, "serialization"),
+        **_model_components("Readiness", Readiness, "serialization"),
+        **_model_components("Liveness", Liveness, "serialization"),
     }
-
-
-def _pydantic_schemas(models: dict[str, type[BaseModel]]) -> dict[str, Any]:
-    """The response models' schemas as components (by the names the document has always used),
-    with the error codes as an enum."""
-    schemas: dict[str, Any] = {}
-    for name, model in models.items():
-        schema = model.model_json_schema(
-            ref_template="#/components/schemas/{model}", mode="serialization"
-        )
-        schemas.update(schema.pop("$defs", {}))
-        schemas[name] = schema
-    code = schemas["ErrorContent"]["properties"]["code"]
-    code["enum"] = [row["code"] for row in error_table()]
+    schemas["ErrorContent"]["properties"]["code"]["enum"] = [row["code"] for row in error_table()]
     return schemas
+
+
+def _model_components(name: str, model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+    """A pydantic model's schema as OpenAPI components: its ``$defs`` beside it, referenced there
+    (validation mode for what clients send, serialization mode for what they get)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+    return {**schema.pop("$defs", {}), name: schema}
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:

@@ -63,10 +63,11 @@ class Liveness(_Documented):
 
 
 class ErrorContent(_Documented):
-    model_config = ConfigDict(
-        use_attribute_docstrings=True, json_schema_serialization_defaults_required=False
-    )
-    """`details` is left out when empty."""
+    # `details` is left out when empty, so the answer's schema does not require it.
+    model_config = {
+        **_Documented.model_config,
+        "json_schema_serialization_defaults_required": False,
+    }
 
     code: str
     """Stable and machine-readable; the codes are listed in `x-error-codes`."""

@@ -82,10 +82,11 @@ class TensorSpec:
         return f"{self.name} ({self.datatype} {dims_text(self.shape)})"
 
 
-def dims_text(shape: tuple[int, ...]) -> str:
+def dims_text(shape: tuple[int, ...], *, batch: bool = False) -> str:
     """A tensor shape as messages write it: ``[N, 1, ?, ?]``, with ``?`` where any size is
-    allowed (-1) and ``N`` for the batch (-2)."""
-    return "[" + ", ".join({-1: "?", -2: "N"}.get(d, str(d)) for d in shape) + "]"
+    allowed (-1) and ``N`` first for the batch when there is one."""
+    dims = ["?" if d < 0 else str(d) for d in shape]
+    return "[" + ", ".join(["N", *dims] if batch else dims) + "]"
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ class TritonClient:
         self._config_ttl_s = config_ttl_s
         self._max_concurrent_batches = max_concurrent_batches
         self._control_timeout_s = min(timeout_s, CONTROL_TIMEOUT_S)
-        self._client: GrpcClient = grpc or grpcaio.InferenceServerClient(url)
+        self._client: GrpcClient = grpc if grpc is not None else grpcaio.InferenceServerClient(url)
         self._configs: dict[str, tuple[float, ModelConfig]] = {}
         self._fetching: dict[str, asyncio.Future[ModelConfig]] = {}
 
@@ -536,7 +537,7 @@ def _check_shape(model: str, spec: TensorSpec, array: np.ndarray, batch: int) ->
         want < 0 or want == got for want, got in zip(spec.shape, item, strict=True)
     )
     if not matches:
-        expected = dims_text(((-2,) if batch else ()) + spec.shape)
+        expected = dims_text(spec.shape, batch=bool(batch))
         raise InternalError(
             f"input '{spec.name}' of model '{model}' must have shape {expected}, "
             f"got {list(array.shape)}",
