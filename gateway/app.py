@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import viewer
 from gateway.admission import InferenceQueue, UploadGate
 from gateway.body import Pace
 from gateway.errors import ApiError, InternalError, MethodNotAllowed, ModelNotFound, RouteNotFound
@@ -103,6 +104,7 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         Route("/docs", docs_endpoint, methods=["GET"]),
+        *(viewer.routes() if settings.viewer else []),
     ]
     app = Starlette(
         routes=routes,

@@ -55,26 +55,15 @@ async def invoke(request: Request) -> Response:
     service = service_of(request)
     settings = service.settings
     model_name: str = request.path_params.get("name", settings.default_model)
-    boundary = check_content_type(request.headers.get("content-type"))
-    check_content_length(request.headers.get("content-length"), settings.max_request_bytes)
+    boundary = check_headers(request)
     catalog = service.catalog
     # The model first, so that a large upload to a wrong name is refused before it is read.
     await catalog.pipeline(model_name)
 
     stages = _StageTimes(service.metrics, model_name)
     started = time.perf_counter()
-    limits = FormLimits(settings.max_request_bytes, settings.max_files)
     with upload_folder(settings.upload_dir) as folder:
-        with service.uploads.slot():
-            chunks = receive_body(request.receive, service.pace)
-            try:
-                form = await parse_form(chunks, boundary, folder, limits)
-            except UploadTimeout:
-                service.metrics.upload_timeouts.inc()
-                raise
-            finally:
-                await chunks.aclose()
-        service.metrics.upload_bytes.inc(form.upload_bytes)
+        form = await receive_form(request, boundary, folder)
         inference = build_request(
             form,
             request_id=request.state.request_id,
@@ -94,6 +83,35 @@ async def invoke(request: Request) -> Response:
         body = await unless_disconnected(request.receive, infer())
         stages.finish()
     return Response(body, media_type="application/json")
+
+
+def check_headers(request: Request) -> str:
+    """The multipart boundary, after the checks that cost nothing: content type and length."""
+    boundary = check_content_type(request.headers.get("content-type"))
+    check_content_length(
+        request.headers.get("content-length"), service_of(request).settings.max_request_bytes
+    )
+    return boundary
+
+
+async def receive_form(request: Request, boundary: str, folder: Path) -> Form:
+    """The body, into ``folder``, under an upload slot and the pace of :mod:`gateway.body`.
+
+    Every route that takes files reads them through here, so none bypasses the upload limits.
+    """
+    service = service_of(request)
+    limits = FormLimits(service.settings.max_request_bytes, service.settings.max_files)
+    with service.uploads.slot():
+        chunks = receive_body(request.receive, service.pace)
+        try:
+            form = await parse_form(chunks, boundary, folder, limits)
+        except UploadTimeout:
+            service.metrics.upload_timeouts.inc()
+            raise
+        finally:
+            await chunks.aclose()
+    service.metrics.upload_bytes.inc(form.upload_bytes)
+    return form
 
 
 async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
@@ -177,10 +195,7 @@ def build_request(
     form: Form, *, request_id: str, model_name: str, observe: StageObserver | None
 ) -> InferenceRequest:
     """Validate the fields against the AiCOCO format and pair the files with the entries."""
-    fields = {name: parse_field(name, text) for name, text in form.fields.items()}
-    raw_images = _take_images(fields)
-    images = _validate_images(raw_images)
-    check_uploads((image.file_name for image in images), form.uploads)
+    images, fields = parse_entries(form)
     return InferenceRequest(
         request_id=request_id,
         model_name=model_name,
@@ -190,6 +205,14 @@ def build_request(
         ids=IdGenerator(),
         observe=observe,
     )
+
+
+def parse_entries(form: Form) -> tuple[list[AiImage], dict[str, Any]]:
+    """The validated ``images`` entries, paired with the uploads, and the other fields."""
+    fields = {name: parse_field(name, text) for name, text in form.fields.items()}
+    images = _validate_images(_take_images(fields))
+    check_uploads((image.file_name for image in images), form.uploads)
+    return images, fields
 
 
 def _take_images(fields: dict[str, Any]) -> Any:

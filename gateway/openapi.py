@@ -21,8 +21,9 @@ from pydantic.json_schema import JsonSchemaMode
 
 from aicoco import AiImage
 from gateway import errors
-from gateway.schemas import ErrorBody, Liveness, ModelList, Readiness
+from gateway.schemas import ErrorBody, Liveness, ModelList, Readiness, Rendering
 from gateway.settings import Settings
+from gateway.viewer.render import PRESETS
 
 _STATUS_TEXT = {
     200: "AiCOCO output",
@@ -170,6 +171,47 @@ def _invocation_operation(settings: Settings, *, named: bool) -> dict[str, Any]:
     return operation
 
 
+def _viewer_paths() -> dict[str, Any]:
+    return {
+        "/viewer": {
+            "get": {
+                "summary": "The browser viewer: run a model or open a saved result",
+                "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+            }
+        },
+        "/viewer/render": {
+            "post": {
+                "summary": "The images of a request as the pipelines read them, as PNG slices",
+                "description": (
+                    "Takes the same multipart form as an invocation (files and `images` "
+                    "entries) under the same limits, reads it with the same readers (rescale, "
+                    "MONOCHROME1, series order, NIfTI orientation) and answers every slice as "
+                    "an 8-bit PNG with the `images` entry it belongs to. `window` is a preset "
+                    f"({', '.join(PRESETS)}), `auto` (the default: 8-bit images as they are, "
+                    "others from their 0.5th to 99.5th percentile) or `center,width`."
+                ),
+                "parameters": [
+                    {
+                        "name": "window",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "default": "auto"},
+                        "example": "lung",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": _ref("InvocationForm")}},
+                },
+                "responses": {
+                    "200": _json_response("The slices.", _ref("Rendering")),
+                    **_error_responses([400, 413, 415, 422, 500, 503]),
+                },
+            }
+        },
+    }
+
+
 def _model_parameter() -> dict[str, Any]:
     return {
         "name": "name",
@@ -228,6 +270,7 @@ def _schemas() -> dict[str, Any]:
         **_model_components("ModelList", ModelList, "serialization"),
         **_model_components("Readiness", Readiness, "serialization"),
         **_model_components("Liveness", Liveness, "serialization"),
+        **_model_components("Rendering", Rendering, "serialization"),
     }
     schemas["ErrorContent"]["properties"]["code"]["enum"] = [row["code"] for row in error_table()]
     return schemas
@@ -242,6 +285,7 @@ def _model_components(name: str, model: type[BaseModel], mode: JsonSchemaMode) -
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
     plain = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    viewer = _viewer_paths() if settings.viewer else {}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -313,6 +357,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     },
                 }
             },
+            **viewer,
         },
         "components": {"schemas": _schemas()},
         "x-error-codes": error_table(),

@@ -83,3 +83,43 @@ class ErrorBody(_Documented):
     """Every error answer."""
 
     error: ErrorContent
+
+
+class WindowLevel(_Documented):
+    """A linear VOI window (DICOM PS3.3 C.11.2.1.2): `center - width/2` is black, `center +
+    width/2` white."""
+
+    center: float
+    width: float = Field(gt=0)
+
+
+class RenderedSlice(_Documented):
+    """One slice of the stack, in the order the pipelines see it."""
+
+    z: int
+    """Position in the stack (geometric order for a DICOM series)."""
+    image_id: str
+    """The `images` entry of this slice: what AiCOCO annotations name as `image_id`."""
+    file_name: str
+    index: int
+    png: str
+    """The slice as an 8-bit PNG, base64: windowed grayscale, or the RGB pixels as read."""
+
+
+class Rendering(_Documented):
+    """`POST /viewer/render`: the request's images as the readers read them, as PNG slices."""
+
+    width: int
+    height: int
+    depth: int
+    rgb: bool
+    hounsfield: bool
+    """The values are Hounsfield units, so the CT presets apply."""
+    modality: str | None
+    value_range: tuple[float, float]
+    """The lowest and highest finite value in the stack, for a free window/level control."""
+    window: WindowLevel | None
+    """The window the slices were rendered with; null for RGB images."""
+    presets: dict[str, WindowLevel]
+    """The named windows `window=` accepts besides `auto` and `center,width`."""
+    slices: list[RenderedSlice]

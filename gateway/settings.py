@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
+from gateway.readers.base import ReadLimits
+
 T = TypeVar("T")
 Parser = Callable[[str, str], T]
 """``parse(variable, raw)``: the value, or SettingsError naming the variable."""
@@ -111,6 +113,15 @@ def _positive_float(name: str, raw: str) -> float:
     if not value > 0 or value == float("inf"):
         raise SettingsError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
+
+
+def _boolean(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
 def _port(name: str, raw: str) -> int:
@@ -284,6 +295,20 @@ class Settings:
         shown="system temp",
         help="Uploads go to one folder per request here, always removed.",
     )
+    viewer: bool = setting(
+        True,
+        parse=_boolean,
+        shown="true",
+        help="Serve the browser viewer at `/viewer` and its render route; `false` removes both.",
+    )
+
+    @property
+    def read_limits(self) -> ReadLimits:
+        """The bounds every route that reads images applies, from the settings above."""
+        return ReadLimits(
+            max_pixels_per_image=self.max_pixels_per_image,
+            max_total_voxels=self.max_total_voxels,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

@@ -70,7 +70,9 @@ def unreadable(file_name: str, kind: str, what: str, exc: BaseException) -> Unre
 
 
 def finite_range(pixels: np.ndarray) -> tuple[float, float]:
-    """(min, max) over the finite values of a float array; (0, 0) when there are none."""
+    """(min, max) over the finite values of an array; (0, 0) when there are none."""
+    if pixels.size and not np.issubdtype(pixels.dtype, np.floating):
+        return float(pixels.min()), float(pixels.max())
     finite = np.isfinite(pixels)
     low = float(np.min(pixels, where=finite, initial=np.inf))
     high = float(np.max(pixels, where=finite, initial=-np.inf))
