@@ -12,10 +12,11 @@ The tree, by HTTP status (catch a parent to catch its children)::
     ApiError
     ├── MalformedRequest                 400 malformed_request
     │   ├── MalformedMultipart               malformed_multipart
-    │   └── MalformedJSON                    malformed_json
-    │       ├── JSONTooDeep                  json_too_deep
-    │       ├── JSONNumberTooLarge           json_number_too_large
-    │       └── InvalidJSONText              invalid_json_text
+    │   ├── MalformedJSON                    malformed_json
+    │   │   ├── JSONTooDeep                  json_too_deep
+    │   │   ├── JSONNumberTooLarge           json_number_too_large
+    │   │   └── InvalidJSONText              invalid_json_text
+    │   └── InvalidParameter                 invalid_parameter
     ├── ModelNotFound                    404 model_not_found
     ├── RouteNotFound                    404 not_found
     ├── MethodNotAllowed                 405 method_not_allowed
@@ -165,6 +166,12 @@ class InvalidJSONText(MalformedJSON):
     code = "invalid_json_text"
     when = "A JSON string holds half of a UTF-16 surrogate pair (an escape like \\ud800 alone)."
     fix = "Send the text as UTF-8, or escape both halves of the pair."
+
+
+class InvalidParameter(MalformedRequest):
+    code = "invalid_parameter"
+    when = "A query parameter has a value the route does not take, e.g. `window=wide` on /viewer/render."
+    fix = "Send one of the values the message lists."
 
 
 # 404

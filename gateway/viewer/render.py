@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from aicoco import AiImage
-from gateway.errors import InvalidInput
+from gateway.errors import InvalidParameter
 from gateway.readers import ImageSet, ReadLimits, read_images
 from gateway.readers.base import finite_range
 from gateway.request import Upload
@@ -41,27 +41,23 @@ _PNG_COMPRESSION = 1
 
 def parse_window(raw: str | None) -> WindowLevel | None:
     """``window=`` of the render route: a preset name, ``center,width``, or ``auto`` (None)."""
-    if raw is None or raw.strip().lower() in ("", AUTO):
+    name = (raw or "").strip().lower()
+    if name in ("", AUTO):
         return None
-    name = raw.strip().lower()
     if name in PRESETS:
         return PRESETS[name]
-    center, sep, width = name.partition(",")
+    center, _, width = name.partition(",")
     try:
-        if not sep:
-            raise ValueError(name)
-        window = WindowLevel(center=float(center), width=float(width))
+        values = [float(center), float(width)]
     except ValueError:
-        raise InvalidInput(
-            f"window={raw!r} is not a window: send one of {', '.join([AUTO, *PRESETS])}, or "
-            "center,width in the images' values (e.g. -600,1500) with a positive width",
-            details={"window": raw},
-        ) from None
-    if not all(np.isfinite([window.center, window.width])):
-        raise InvalidInput(
-            f"window={raw!r} must be finite numbers", details={"window": raw}
-        )
-    return window
+        values = []
+    if len(values) == 2 and all(np.isfinite(values)) and values[1] > 0:
+        return WindowLevel(center=values[0], width=values[1])
+    raise InvalidParameter(
+        f"window={raw!r} is not a window: send one of {', '.join([AUTO, *PRESETS])}, or "
+        "center,width in the images' values (e.g. -600,1500) with a finite, positive width",
+        details={"window": raw},
+    )
 
 
 def render(
