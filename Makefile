@@ -10,7 +10,7 @@ TRAIN_VENV := .venv-train
 TRAIN_STAMP := $(TRAIN_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format typecheck check docs bench soak fuzz triton serve models up down clean
+.PHONY: help venv packages run test lint format typecheck check docs bench soak fuzz triton serve models up down clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,7 +34,10 @@ serve: $(STAMP) ## Start the gateway alone against TRITON_URL
 triton: $(STAMP) ## Start local Triton alone on model_repository/
 	$(PY) -m triton_local
 
-test: $(STAMP) check ## Lint, type-check and run every test (starts a real local Triton)
+packages: ## System programs some tests drive (Chromium), installed when missing and possible
+	@scripts/ensure-debian-packages chromium=chromium
+
+test: $(STAMP) packages check ## Lint, type-check and run every test (starts a real local Triton)
 	$(PY) -m pytest
 
 lint: $(STAMP) ## ruff lint and format check

@@ -170,7 +170,10 @@ class InvalidJSONText(MalformedJSON):
 
 class InvalidParameter(MalformedRequest):
     code = "invalid_parameter"
-    when = "A query parameter has a value the route does not take, e.g. `window=wide` on /viewer/render."
+    when = (
+        "A query parameter has a value the route does not take, e.g. `window=wide` on "
+        "/viewer/render."
+    )
     fix = "Send one of the values the message lists."
 
 

@@ -85,7 +85,7 @@ async def invoke(request: Request) -> Response:
     return Response(body, media_type="application/json")
 
 
-def check_headers(request: Request) -> str:
+def check_headers(request: Request) -> bytes:
     """The multipart boundary, after the checks that cost nothing: content type and length."""
     boundary = check_content_type(request.headers.get("content-type"))
     check_content_length(
@@ -94,7 +94,7 @@ def check_headers(request: Request) -> str:
     return boundary
 
 
-async def receive_form(request: Request, boundary: str, folder: Path) -> Form:
+async def receive_form(request: Request, boundary: bytes, folder: Path) -> Form:
     """The body, into ``folder``, under an upload slot and the pace of :mod:`gateway.body`.
 
     Every route that takes files reads them through here, so none bypasses the upload limits.

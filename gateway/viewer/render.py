@@ -120,7 +120,8 @@ def apply_window(pixels: np.ndarray, window: WindowLevel) -> np.ndarray:
     """Linear window to ``uint8``; values outside it clip to black or white, NaN is black."""
     low = window.center - window.width / 2
     scaled = (pixels.astype(np.float32) - np.float32(low)) * np.float32(255 / window.width)
-    return np.nan_to_num(np.clip(scaled, 0, 255), nan=0).round().astype(np.uint8)
+    picture: np.ndarray = np.nan_to_num(np.clip(scaled, 0, 255), nan=0).round().astype(np.uint8)
+    return picture
 
 
 def _png(picture: np.ndarray) -> str:

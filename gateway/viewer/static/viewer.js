@@ -23,6 +23,7 @@ const state = {
   z: 0,
   result: null,
   resultModel: null,
+  summary: "",
   saved: false,
   hidden: new Set(),
   threshold: 0,
@@ -219,7 +220,7 @@ async function render() {
   state.rendering = rendering;
   state.pictures = pictures;
   showStack();
-  done("");
+  done(state.summary);
   document.body.dataset.state = state.result ? "ready" : "images";
 }
 
@@ -264,6 +265,9 @@ function showStack() {
 function setResult(result, model) {
   state.result = result;
   state.resultModel = model;
+  state.summary = result
+    ? `${model}: ${result.annotations.length} annotation(s), ${result.objects.length} object(s)`
+    : "";
   const link = $("download");
   if (link.href) {
     URL.revokeObjectURL(link.href);
@@ -292,7 +296,7 @@ async function runModel() {
   const url = `models/${encodeURIComponent(model)}/invocations`;
   const result = await post(url, uploadForm(state.files, state.entries), `model ${model}`);
   setResult(result, model);
-  done(`${model}: ${result.annotations.length} annotation(s), ${result.objects.length} object(s)`);
+  done(state.summary);
   document.body.dataset.state = "ready";
 }
 
@@ -476,11 +480,12 @@ function drawAnnotations(context, imageId, scale) {
   return shapes;
 }
 
+// Box corners are pixel edges; rounded to whole canvas pixels, a 2-pixel line stays crisp.
 function drawBox(context, box, scale, colour) {
-  const [x1, y1, x2, y2] = box;
+  const [x1, y1, x2, y2] = box.map((v) => Math.round(v * scale));
   context.strokeStyle = colour;
   context.lineWidth = 2;
-  context.strokeRect(x1 * scale, y1 * scale, (x2 - x1) * scale, (y2 - y1) * scale);
+  context.strokeRect(x1, y1, x2 - x1, y2 - y1);
 }
 
 // Polygon vertices are pixel indices: a vertex sits at its pixel's centre.

@@ -7,8 +7,10 @@ The render route must show the stack the pipelines get, so most checks compare i
 from __future__ import annotations
 
 import base64
+import fnmatch
 import io
 import json
+import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +28,7 @@ from gateway.app import create_app
 from gateway.readers import ReadLimits, read_images
 from gateway.schemas import WindowLevel
 from gateway.settings import Settings
+from gateway.viewer import ASSETS
 from gateway.viewer.render import PRESETS, apply_window, auto_window
 from tests.factories import RequestFiles, dicom_dataset, make_ct_series, nibabel_file, phantom_hu
 from tests.gateway.service.test_app import (
@@ -39,6 +42,7 @@ from tests.gateway.service.test_app import (
 
 pytestmark = pytest.mark.anyio
 
+REPOSITORY_ROOT = Path(__file__).resolve().parents[3]
 LIMITS = ReadLimits(max_pixels_per_image=10**7, max_total_voxels=10**8)
 
 
@@ -205,7 +209,9 @@ async def test_render_answers_fit_the_published_schema(
 ) -> None:
     paths = make_ct_series(tmp_path / "series", phantom_hu((3, 16, 16)))
     files = [(path.name, path.read_bytes()) for path in paths]
-    response = await client.post("/viewer/render", **form(files, entries_for([n for n, _ in files])))
+    response = await client.post(
+        "/viewer/render", **form(files, entries_for([n for n, _ in files]))
+    )
     document = (await client.get("/openapi.json")).json()
     assert {"/viewer", "/viewer/render"} <= set(document["paths"])
     wrapped = {"$ref": "#/components/schemas/Rendering", "components": document["components"]}
@@ -239,3 +245,15 @@ async def test_viewer_false_removes_its_routes(settings: Settings) -> None:
         assert response.status_code == 404
         document = (await client.get("/openapi.json")).json()
         assert not any(path.startswith("/viewer") for path in document["paths"])
+
+
+def test_the_package_data_ships_every_viewer_file() -> None:
+    """A wheel (and so the image) holds what pyproject's package-data names: every static file."""
+    project = tomllib.loads((REPOSITORY_ROOT / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["package-data"]["gateway"]
+    static = REPOSITORY_ROOT / "gateway" / "viewer" / "static"
+    shipped = sorted(path.name for path in static.iterdir())
+    assert shipped == sorted(ASSETS)
+    for name in shipped:
+        relative = f"viewer/static/{name}"
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
