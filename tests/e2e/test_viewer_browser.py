@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
@@ -114,17 +115,24 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
         np.random.default_rng(5), slices=32, size=256, lesions=[25.0], slice_thickness_mm=2.5
     )
     series = make_ct_series(folder / "series", volume.hu, shuffle=11)
+    nifti = folder / "volume.nii.gz"
+    # (Z, H, W) rows and columns as a NIfTI stores them: x (columns) first, slices last.
+    nib.save(nib.Nifti1Image(np.transpose(volume.hu, (2, 1, 0)), np.eye(4)), nifti)
     # In slice order; the names are shuffled, so the viewer must order them by geometry.
-    return {"png": [png], "series": series}
+    return {"png": [png], "series": series, "nifti": [nifti]}
 
 
 # Driving the page.
 
 
-def run_model(page: Any, model: str, files: Sequence[Path]) -> dict[str, Any]:
-    """Pick the model and files, run it, and return the AiCOCO document the page downloads."""
+def run_model(page: Any, model: str, files: Sequence[Path] | Path) -> dict[str, Any]:
+    """Pick the model and the files (or a folder, through the folder picker), run it, and
+    return the AiCOCO document the page downloads."""
     page.select_option("#model", model)
-    page.set_input_files("#files", [str(path) for path in files])
+    if isinstance(files, Path):
+        page.set_input_files("#folder", str(files))
+    else:
+        page.set_input_files("#files", [str(path) for path in files])
     wait_for(page, "images")
     page.click("#run")
     wait_for(page, "ready")
@@ -338,7 +346,7 @@ def test_3d_segmentation_scrolls_through_the_series_with_its_overlays(
     page: Any, inputs: dict[str, list[Path]]
 ) -> None:
     series = inputs["series"]
-    document = run_model(page, "lesion_segmenter_3d", series)
+    document = run_model(page, "lesion_segmenter_3d", series[0].parent)
     depth = len(series)
     assert page.get_attribute("#slice", "max") == str(depth - 1)
     # The slices come in geometric order: slice z is the z-th file of the series.
@@ -449,3 +457,43 @@ def test_service_errors_are_shown_as_their_message(page: Any, tmp_path: Path) ->
     not_json.write_text("{ nope")
     page.set_input_files("#result-file", str(not_json))
     page.locator("#error", has_text="result.json is not JSON").wait_for()
+
+
+def test_a_nifti_volume_gets_one_entry_per_slice(page: Any, inputs: dict[str, list[Path]]) -> None:
+    """One file of many slices: the page sends one entry per slice, so results land per slice."""
+    document = run_model(page, "lesion_segmenter_3d", inputs["nifti"])
+    depth = int(page.get_attribute("#slice", "max")) + 1
+    assert depth == 32
+    assert sorted((i["file_name"], i["index"]) for i in document["images"]) == [
+        ("volume.nii.gz", z) for z in range(depth)
+    ]
+    by_index = {image["index"]: image["id"] for image in document["images"]}
+    annotated = sorted({i for i, id_ in by_index.items() if annotations_on(document, id_)})
+    assert annotated, "the 3D model found nothing in the NIfTI volume"
+    for z in (annotated[0], annotated[-1]):
+        go_to_slice(page, z)
+        assert current_image_id(page) == by_index[z]
+        assert drawn_shapes(page) == shapes_of(annotations_on(document, by_index[z])) > 0
+
+
+def test_series_level_results_and_a_dropped_file(page: Any, inputs: dict[str, list[Path]]) -> None:
+    document = run_model(page, "lesion_classifier", inputs["series"])
+    names = {c["id"]: c["name"] for c in document["categories"]}
+    series_lines = page.locator("#series-results li").all_text_contents()
+    assert [line.strip() for line in series_lines] == [
+        names[i] for i in document["meta"]["category_ids"]
+    ]
+    assert "nodule" in series_lines
+    page.reload()
+    page.wait_for_selector("body[data-state=idle]")
+    png = inputs["png"][0]
+    page.evaluate(
+        """([name, bytes]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], name, { type: "image/png" }));
+            document.body.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer }));
+        }""",
+        [png.name, list(png.read_bytes())],
+    )
+    wait_for(page, "images")
+    assert page.text_content("#chosen") == "Images: chest.png"

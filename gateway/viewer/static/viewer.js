@@ -575,8 +575,11 @@ function onKey(event) {
 
 // Drag and drop, folders included.
 
-async function droppedFiles(items) {
-  const entries = [...items].map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+async function droppedFiles(transfer) {
+  const entries = [...transfer.items].map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+  if (!entries.length) {
+    return [...transfer.files];
+  }
   const files = [];
   async function walk(entry) {
     if (entry.isFile) {
@@ -655,8 +658,8 @@ function setUp() {
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
     $("drop").classList.remove("over");
-    const items = event.dataTransfer.items;
-    guarded(async () => chooseFiles(await droppedFiles(items)));
+    const transfer = event.dataTransfer;
+    guarded(async () => chooseFiles(await droppedFiles(transfer)));
   });
   guarded(async () => {
     await loadModels();

@@ -6,6 +6,7 @@ The render route must show the stack the pipelines get, so most checks compare i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import fnmatch
 import io
@@ -60,14 +61,19 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-def viewer_app(settings: Settings) -> Starlette:
-    catalog = Catalog({"lesion_classifier": EchoPipeline()})
+def viewer_app(settings: Settings, pipeline: EchoPipeline | None = None) -> Starlette:
+    catalog = Catalog({"lesion_classifier": pipeline or EchoPipeline()})
     return create_app(settings, triton=TritonHealth(), catalog=catalog)
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(viewer_app(settings)) as client:
+def pipeline() -> EchoPipeline:
+    return EchoPipeline()
+
+
+@pytest.fixture
+async def client(settings: Settings, pipeline: EchoPipeline) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(viewer_app(settings, pipeline)) as client:
         yield client
 
 
@@ -201,6 +207,30 @@ async def test_render_applies_the_upload_and_reading_limits(
     )
     missing = await client.post("/viewer/render", **form([("a.png", b"x")], entries_for(["b.png"])))
     assert_error(missing, 422, "file_mismatch")
+    assert leftovers(settings.upload_dir) == []
+
+
+async def test_render_waits_for_an_inference_slot_like_an_invocation(
+    client: httpx.AsyncClient, pipeline: EchoPipeline, settings: Settings
+) -> None:
+    """One slot, one queue place: with both taken by invocations, a render is refused too."""
+    pipeline.gate = asyncio.Event()
+    pipeline.entered = asyncio.Event()
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png, format="PNG")
+    request = form([("a.png", png.getvalue())], entries_for(["a.png"]))
+    first = asyncio.ensure_future(client.post("/invocations", **request))
+    await pipeline.entered.wait()
+    second = asyncio.ensure_future(client.post("/invocations", **request))
+    for _ in range(200):
+        if "gateway_queue_depth 1.0" in (await client.get("/metrics")).text:
+            break
+        await asyncio.sleep(0.01)
+    busy = await client.post("/viewer/render", **request)
+    assert_error(busy, 503, "server_busy")
+    pipeline.gate.set()
+    assert (await first).status_code == (await second).status_code == 200
+    assert (await client.post("/viewer/render", **request)).status_code == 200
     assert leftovers(settings.upload_dir) == []
 
 
