@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
-from gateway.readers.base import ReadLimits
-
 T = TypeVar("T")
 Parser = Callable[[str, str], T]
 """``parse(variable, raw)``: the value, or SettingsError naming the variable."""
@@ -301,14 +299,6 @@ class Settings:
         shown="true",
         help="Serve the browser viewer at `/viewer` and its render route; `false` removes both.",
     )
-
-    @property
-    def read_limits(self) -> ReadLimits:
-        """The bounds every route that reads images applies, from the settings above."""
-        return ReadLimits(
-            max_pixels_per_image=self.max_pixels_per_image,
-            max_total_voxels=self.max_total_voxels,
-        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

@@ -27,6 +27,7 @@ from gateway.errors import ApiError, InternalError, InvalidModelConfig
 from gateway.pipelines.base import AiCOCOImagePipeline, PipelineBinding, binding_scope
 from gateway.pipelines.builtin import builtin_pipeline
 from gateway.pipelines.params import has_aicoco_parameters
+from gateway.readers import ReadLimits
 from gateway.request import Pipeline
 from gateway.schemas import ModelInfo
 from gateway.settings import Settings, SettingsError
@@ -48,7 +49,7 @@ class ModelCatalog:
     def __init__(self, triton: TritonClient, settings: Settings, cpu: CpuPool) -> None:
         self._triton = triton
         self._cpu = cpu
-        self._limits = settings.read_limits
+        self._limits = ReadLimits.of(settings)
         self._targets = dict(settings.pipelines)
         self._custom = {model: load_pipeline_class(model, t) for model, t in self._targets.items()}
         self._entries: dict[str, _Entry] = {}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from aicoco import AiImage
 from gateway.errors import UnreadableFile
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 Pixels = npt.NDArray[Any]
 """``(Z, H, W)`` grayscale (any numeric dtype) or ``(Z, H, W, 3)`` RGB ``uint8``."""
@@ -23,6 +26,12 @@ class ReadLimits:
     """Rows x columns of one frame or slice."""
     max_total_voxels: int
     """Pixels of the whole stack: every frame of every file of the request."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> ReadLimits:
+        """The bounds every route that reads images applies, from ``MAX_PIXELS_PER_IMAGE`` and
+        ``MAX_TOTAL_VOXELS``."""
+        return cls(settings.max_pixels_per_image, settings.max_total_voxels)
 
 
 @dataclass

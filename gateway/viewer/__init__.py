@@ -23,6 +23,7 @@ from gateway.invocations import (
     unless_disconnected,
     upload_folder,
 )
+from gateway.readers import ReadLimits
 from gateway.service import service_of
 from gateway.viewer.render import parse_window, render
 
@@ -77,7 +78,7 @@ async def render_slices(request: Request) -> Response:
         async def work() -> bytes:
             async with service.queue.slot():
                 return await service.cpu.run(
-                    render, images, form.uploads, service.settings.read_limits, window
+                    render, images, form.uploads, ReadLimits.of(service.settings), window
                 )
 
         body = await unless_disconnected(request.receive, work())

@@ -22,7 +22,6 @@ const state = {
   pictures: [],
   z: 0,
   result: null,
-  resultModel: null,
   summary: "",
   saved: false,
   hidden: new Set(),
@@ -264,7 +263,6 @@ function showStack() {
 
 function setResult(result, model) {
   state.result = result;
-  state.resultModel = model;
   state.summary = result
     ? `${model}: ${result.annotations.length} annotation(s), ${result.objects.length} object(s)`
     : "";

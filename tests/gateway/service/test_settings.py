@@ -97,6 +97,14 @@ def test_byte_sizes(raw: str, expected: int) -> None:
     assert Settings.from_env({"MAX_REQUEST_BYTES": raw}).max_request_bytes == expected
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("false", False), ("0", False), ("Off", False), ("TRUE", True), ("yes", True)],
+)
+def test_booleans(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"VIEWER": raw}).viewer is expected
+
+
 def test_empty_values_mean_the_default() -> None:
     assert Settings.from_env({"PORT": "", "LOG_FORMAT": "  "}) == Settings.from_env({})
 
@@ -132,6 +140,7 @@ def test_empty_values_mean_the_default() -> None:
         ("LOG_LEVEL", "chatty"),
         ("LOG_FORMAT", "xml"),
         ("UPLOAD_DIR", "/no/such/directory"),
+        ("VIEWER", "maybe"),
     ],
 )
 def test_a_wrong_value_names_its_variable(name: str, raw: str) -> None:
@@ -162,6 +171,7 @@ def test_the_declarations_name_every_variable() -> None:
         "LOG_LEVEL",
         "LOG_FORMAT",
         "UPLOAD_DIR",
+        "VIEWER",
     ]
     assert [declaration.variable for declaration in declarations()] == variables
     table = settings_markdown()
