@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 PYTRITON := nvidia-pytriton==0.7.0
 TRAIN_VENV := .venv-train
 TRAIN_STAMP := $(TRAIN_VENV)/.installed
+ORTHANC_PLUGINS := /usr/share/orthanc/plugins
 
 .DEFAULT_GOAL := help
 .PHONY: help venv packages run test lint format typecheck check docs bench soak fuzz triton serve models up down clean
@@ -34,8 +35,9 @@ serve: $(STAMP) ## Start the gateway alone against TRITON_URL
 triton: $(STAMP) ## Start local Triton alone on model_repository/
 	$(PY) -m triton_local
 
-packages: ## System programs some tests drive (Chromium), installed when missing and possible
-	@scripts/ensure-debian-packages chromium=chromium
+packages: ## System programs the tests drive (Chromium, Orthanc, dciodvfy), installed when missing and possible
+	@scripts/ensure-debian-packages chromium=chromium dciodvfy=dicom3tools Orthanc=orthanc \
+		$(ORTHANC_PLUGINS)/libOrthancDicomWeb.so=orthanc-dicomweb
 
 test: $(STAMP) packages check ## Lint, type-check and run every test (starts a real local Triton)
 	$(PY) -m pytest

@@ -2,3 +2,10 @@
 
 ``python -m gateway serve`` runs it; :func:`gateway.app.create_app` builds the ASGI app.
 """
+
+from importlib import metadata
+
+try:
+    __version__ = metadata.version("aicoco-gateway")
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "unknown"

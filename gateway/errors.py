@@ -31,7 +31,8 @@ The tree, by HTTP status (catch a parent to catch its children)::
     │   ├── FileMismatch                     file_mismatch
     │   ├── UnreadableFile                   unreadable_file
     │   ├── InconsistentSeries               inconsistent_series
-    │   └── UnsupportedImage                 unsupported_image
+    │   ├── UnsupportedImage                 unsupported_image
+    │   └── DicomInputRequired               dicom_input_required
     ├── InternalError                    500 internal_error
     ├── InvalidModelOutput               500 invalid_model_output
     ├── InvalidModelConfig               500 invalid_model_config
@@ -302,6 +303,15 @@ class UnsupportedImage(InvalidInput):
     code = "unsupported_image"
     when = "The file is readable but the model cannot take it (channels, bit depth, dimensions)."
     fix = "Check the model's input in GET /models/{name}."
+
+
+class DicomInputRequired(InvalidInput):
+    code = "dicom_input_required"
+    when = (
+        "A DICOM result (output=seg, sr or dicom) was asked for images that are not DICOM, or "
+        "for a multi-frame file without one images entry per frame."
+    )
+    fix = "Send the DICOM instances (one entry per frame), or ask for output=aicoco."
 
 
 # 5xx

@@ -29,10 +29,14 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from aicoco import AiImage, IdGenerator
+from gateway import __version__
 from gateway.body import receive_body
 from gateway.errors import InvalidAiCOCO, InvalidInput, UploadTimeout
 from gateway.json_fields import parse_field
 from gateway.metrics import Metrics
+from gateway.outputs.choice import DICOM_MEDIA_TYPE, Output, producer_of, requested, resolve
+from gateway.outputs.sources import load_sources
+from gateway.outputs.writer import dicom_file
 from gateway.readers.matching import check_uploads
 from gateway.request import InferenceRequest, StageObserver
 from gateway.service import service_of
@@ -56,9 +60,14 @@ async def invoke(request: Request) -> Response:
     settings = service.settings
     model_name: str = request.path_params.get("name", settings.default_model)
     boundary = check_headers(request)
+    wanted = requested(request.query_params.get("output"), request.headers.get("accept"))
     catalog = service.catalog
     # The model first, so that a large upload to a wrong name is refused before it is read.
     await catalog.pipeline(model_name)
+    answer, producer = Output.AICOCO, None
+    if wanted is not Output.AICOCO:
+        info = next(m for m in await catalog.describe() if m.name == model_name)
+        answer, producer = resolve(wanted, model_name, info.task), producer_of(info, __version__)
 
     stages = _StageTimes(service.metrics, model_name)
     started = time.perf_counter()
@@ -70,6 +79,12 @@ async def invoke(request: Request) -> Response:
             model_name=model_name,
             observe=stages.observe,
         )
+        # A DICOM answer references its sources: checked before the request waits for a slot.
+        sources = None
+        if producer is not None:
+            sources = await service.cpu.run(
+                load_sources, inference.images, inference.uploads, answer.value
+            )
         stages.observe("parse", time.perf_counter() - started)
 
         async def infer() -> bytes:
@@ -78,11 +93,16 @@ async def invoke(request: Request) -> Response:
                 pipeline = await catalog.pipeline(model_name)
                 output = await pipeline(inference)
                 with inference.stage("format"):
-                    return await service.cpu.run(output.to_json_bytes)
+                    if sources is None or producer is None:
+                        return await service.cpu.run(output.to_json_bytes)
+                    return await service.cpu.run(dicom_file, answer, output, sources, producer)
 
         body = await unless_disconnected(request.receive, infer())
         stages.finish()
-    return Response(body, media_type="application/json")
+    if producer is None:
+        return Response(body, media_type="application/json")
+    disposition = f'attachment; filename="{model_name}-{answer.value}.dcm"'
+    return Response(body, media_type=DICOM_MEDIA_TYPE, headers={"Content-Disposition": disposition})
 
 
 def check_headers(request: Request) -> bytes:

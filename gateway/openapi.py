@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import html
 import json
-from importlib import metadata, resources
+from importlib import resources
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
 from aicoco import AiImage
-from gateway import errors
+from gateway import __version__, errors
 from gateway.schemas import ErrorBody, Liveness, ModelList, Readiness, Rendering
 from gateway.settings import Settings
 from gateway.viewer.render import PRESETS
@@ -74,13 +74,6 @@ def _components(schema: dict[str, Any], name: str) -> dict[str, Any]:
     moved.pop("$schema", None)
     moved.pop("$id", None)
     return {**defs, name: moved}
-
-
-def _version() -> str:
-    try:
-        return metadata.version("aicoco-gateway")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -290,7 +283,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "AiCOCO inference gateway",
-            "version": _version(),
+            "version": __version__,
             "description": (
                 "Runs medical-imaging models served by Triton Inference Server and answers "
                 "AiCOCO JSON. Compatible with FLaVor clients (`POST /invocations`, `GET /ping`). "
