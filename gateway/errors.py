@@ -19,6 +19,7 @@ The tree, by HTTP status (catch a parent to catch its children)::
     │   └── InvalidParameter                 invalid_parameter
     ├── ModelNotFound                    404 model_not_found
     ├── RouteNotFound                    404 not_found
+    ├── StudyNotFound                    404 study_not_found
     ├── MethodNotAllowed                 405 method_not_allowed
     ├── UploadTimeout                    408 upload_timeout (closes the connection)
     ├── PayloadTooLarge                  413 payload_too_large
@@ -32,16 +33,20 @@ The tree, by HTTP status (catch a parent to catch its children)::
     │   ├── UnreadableFile                   unreadable_file
     │   ├── InconsistentSeries               inconsistent_series
     │   ├── UnsupportedImage                 unsupported_image
-    │   └── DicomInputRequired               dicom_input_required
+    │   ├── DicomInputRequired               dicom_input_required
+    │   └── NoSuitableSeries                 no_suitable_series
     ├── InternalError                    500 internal_error
     ├── InvalidModelOutput               500 invalid_model_output
     ├── InvalidModelConfig               500 invalid_model_config
     ├── ModelError                       502 model_error
-    ├── ServiceUnavailable               503 (catches the three below; Retry-After)
+    ├── PacsError                        502 pacs_error
+    ├── ServiceUnavailable               503 (catches the four below; Retry-After)
     │   ├── ServerBusy                       server_busy
     │   ├── TritonUnavailable                triton_unavailable
-    │   └── ModelNotReady                    model_not_ready
-    └── TritonTimeout                    504 triton_timeout
+    │   ├── ModelNotReady                    model_not_ready
+    │   └── PacsUnavailable                  pacs_unavailable
+    ├── TritonTimeout                    504 triton_timeout
+    └── PacsTimeout                      504 pacs_timeout
 
 A test checks this drawing against the classes.
 """
@@ -193,6 +198,13 @@ class RouteNotFound(ApiError):
     fix = "See /docs for the routes."
 
 
+class StudyNotFound(ApiError):
+    status = 404
+    code = "study_not_found"
+    when = "The DICOMweb server has no study (or series) with the UID asked for."
+    fix = "Check the UIDs against the PACS; the message names the one it lacks."
+
+
 class MethodNotAllowed(ApiError):
     status = 405
     code = "method_not_allowed"
@@ -314,6 +326,15 @@ class DicomInputRequired(InvalidInput):
     fix = "Send the DICOM instances (one entry per frame), or ask for output=aicoco."
 
 
+class NoSuitableSeries(InvalidInput):
+    code = "no_suitable_series"
+    when = (
+        "None of the study's (or the upload's) series fits the model under the series rules: "
+        "an image modality, not a localizer or secondary capture, one orientation, enough slices."
+    )
+    fix = "The message names each series and why it was passed over; name the series to use."
+
+
 # 5xx
 class InternalError(ApiError):
     status = 500
@@ -351,6 +372,13 @@ class ModelError(ApiError):
     fix = "See the message (Triton's) and Triton's log."
 
 
+class PacsError(ApiError):
+    status = 502
+    code = "pacs_error"
+    when = "The DICOMweb server (DICOMWEB_URL) answered an error: refused credentials, a failure."
+    fix = "See the message (the server's status and text); check the DICOMWEB_* settings."
+
+
 class ServiceUnavailable(ApiError):
     """The 503s: each says, with ``Retry-After``, when trying again is worth it."""
 
@@ -385,8 +413,22 @@ class ModelNotReady(ServiceUnavailable):
     fix = "Retry later; GET /models shows readiness and Triton's log the reason."
 
 
+class PacsUnavailable(ServiceUnavailable):
+    code = "pacs_unavailable"
+    retry_after_s = 10
+    when = "The DICOMweb server (DICOMWEB_URL) cannot be reached: refused, unknown host, reset."
+    fix = "Retry later; check the PACS is up and DICOMWEB_URL points at its DICOMweb root."
+
+
 class TritonTimeout(ApiError):
     status = 504
     code = "triton_timeout"
     when = "Triton did not answer within TRITON_TIMEOUT_S."
     fix = "Retry with fewer images, or raise TRITON_TIMEOUT_S."
+
+
+class PacsTimeout(ApiError):
+    status = 504
+    code = "pacs_timeout"
+    when = "The DICOMweb server did not answer within DICOMWEB_TIMEOUT_S."
+    fix = "Retry later, or raise DICOMWEB_TIMEOUT_S for large studies."

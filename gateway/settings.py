@@ -57,7 +57,9 @@ class Declaration:
 
 
 @overload
-def setting(default: T, *, parse: Parser[T], help: str, shown: str | None = None) -> T: ...
+def setting(
+    default: T, *, parse: Parser[T], help: str, shown: str | None = None, secret: bool = False
+) -> T: ...
 
 
 @overload
@@ -71,14 +73,19 @@ def setting(
     help: str,
     shown: str | None = None,
     factory: Callable[[], Any] | None = None,
+    secret: bool = False,
 ) -> Any:
-    """A field of :class:`Settings`: its default (or ``factory``), parser and help, once."""
+    """A field of :class:`Settings`: its default (or ``factory``), parser and help, once.
+
+    A ``secret`` (a password, a token) is left out of the settings' repr, so no log or
+    traceback that prints them shows it.
+    """
     if shown is None:
         shown = f"{default:g}" if isinstance(default, float) else str(default)
     metadata = {"setting": (parse, shown, help)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata, repr=not secret)
 
 
 def _text(name: str, raw: str) -> str:
@@ -120,6 +127,16 @@ def _boolean(name: str, raw: str) -> bool:
     if value in ("false", "0", "no", "off"):
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _http_url(name: str, raw: str) -> str:
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        raise SettingsError(
+            f"{name} must be an http:// or https:// URL (the DICOMweb root, e.g. "
+            f"http://pacs:8042/dicom-web), got {raw!r}"
+        )
+    return raw.rstrip("/")
 
 
 def _port(name: str, raw: str) -> int:
@@ -292,6 +309,32 @@ class Settings:
         parse=_directory,
         shown="system temp",
         help="Uploads go to one folder per request here, always removed.",
+    )
+    dicomweb_url: str = setting(
+        "",
+        parse=_http_url,
+        shown="empty",
+        help="The PACS's DICOMweb root (QIDO-RS, WADO-RS, STOW-RS); empty turns the DICOMweb "
+        "routes off.",
+    )
+    dicomweb_username: str = setting(
+        "", parse=_text, shown="empty", help="HTTP basic authentication to the PACS: the user."
+    )
+    dicomweb_password: str = setting(
+        "", parse=_text, shown="empty", secret=True, help="... and its password (never logged)."
+    )
+    dicomweb_token: str = setting(
+        "",
+        parse=_text,
+        shown="empty",
+        secret=True,
+        help="A bearer token for the PACS instead of basic authentication (never logged).",
+    )
+    dicomweb_timeout_s: float = setting(
+        60.0,
+        parse=_positive_float,
+        help="Seconds the PACS may take to answer one call; a study streams for longer as long "
+        "as bytes keep arriving.",
     )
     viewer: bool = setting(
         True,

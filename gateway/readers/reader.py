@@ -7,6 +7,9 @@ A request is one stack of slices, sent either as
   whole stack; or
 - several single-slice files, one entry each: a DICOM series (ordered in space, see
   :mod:`gateway.readers.series`), or PNG/JPEG images or 2-D NIfTI files (ordered by ``index``).
+  DICOM files of several series are a study: the series rules of
+  :mod:`gateway.readers.selection` choose one, and the others' files are left out (the answer
+  lists only the chosen series' entries).
 
 Every header is read and checked against the limits before any pixel is decoded, so a bomb or an
 inconsistent series is refused at the cost of reading headers only. DICOM files are not mixed with
@@ -26,6 +29,7 @@ from gateway.readers.base import ImageSet, ReadLimits
 from gateway.readers.detect import FileKind, detect
 from gateway.readers.limits import VoxelBudget
 from gateway.readers.matching import FileEntries, match
+from gateway.readers.selection import Candidate, choose, dataset_getter
 from gateway.readers.series import check_series, order_series
 from gateway.readers.stack import StackBuilder
 from gateway.request import Upload
@@ -104,7 +108,7 @@ def _image_set(
 
 
 def _dicom_series(pairs: Sequence[FileEntries], budget: VoxelBudget) -> ImageSet:
-    headers = [dicom.read_header(pair.upload, budget) for pair in pairs]
+    pairs, headers = _one_series(pairs, [dicom.read_header(pair.upload, budget) for pair in pairs])
     for header in headers:
         _require_one_slice(header.file_name, header.frames, len(pairs))
     check_series(headers)
@@ -124,6 +128,23 @@ def _dicom_series(pairs: Sequence[FileEntries], budget: VoxelBudget) -> ImageSet
         slice_images=[pairs[i].entries[0] for i in series.order],
         modality=modalities.pop() if len(modalities) == 1 else None,
     )
+
+
+def _one_series(
+    pairs: Sequence[FileEntries], headers: Sequence[dicom.DicomHeader]
+) -> tuple[Sequence[FileEntries], Sequence[dicom.DicomHeader]]:
+    """Files of several series: the one :mod:`gateway.readers.selection` chooses, alone."""
+    groups: dict[str, list[int]] = {}
+    for i, header in enumerate(headers):
+        groups.setdefault(header.series_uid or "", []).append(i)
+    if len(groups) == 1:
+        return pairs, headers
+    chosen = choose(
+        Candidate.of(uid, [dataset_getter(headers[i].dataset) for i in members])
+        for uid, members in groups.items()
+    )
+    keep = groups[chosen.uid]
+    return [pairs[i] for i in keep], [headers[i] for i in keep]
 
 
 def _nifti_slices(pairs: Sequence[FileEntries], budget: VoxelBudget) -> ImageSet:

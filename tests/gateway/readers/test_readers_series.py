@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
-from gateway.errors import ImageTooLarge, InconsistentSeries, InvalidInput
+from gateway.errors import ImageTooLarge, InconsistentSeries, InvalidInput, NoSuitableSeries
 from gateway.readers import ReadLimits, read_images
 from tests.factories import (
     RequestFiles,
@@ -161,19 +162,46 @@ def test_mixed_orientations(tmp_path: Path, hu: np.ndarray) -> None:
         read_images(files.entries(), files.uploads, LIMITS)
 
 
-def test_mixed_series(tmp_path: Path, hu: np.ndarray) -> None:
+def test_several_series_the_rules_choose_one(tmp_path: Path, hu: np.ndarray) -> None:
+    """A study uploaded whole: the series rules pick the series, the rest is left out."""
     paths = make_ct_series(tmp_path / "a", hu)
-    localizer = make_ct_series(tmp_path / "b", phantom_hu((1, 32, 24)), seed=9)
+    thick = make_ct_series(tmp_path / "b", phantom_hu((3, 32, 24)), seed=9)
+    scouts = make_ct_series(tmp_path / "c", phantom_hu((20, 32, 24)), seed=10)
+    for scout in scouts:
+        edit(scout, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"])
     files = upload_all(tmp_path, paths)
-    files.add("localizer.dcm", localizer[0])
-    with pytest.raises(InconsistentSeries, match="mixed SeriesInstanceUID"):
+    for k, path in enumerate([*thick, *scouts]):
+        files.add(f"other-{k}.dcm", path)
+    image = read_images(files.entries(), files.uploads, LIMITS)
+    assert image.pixels.shape[0] == len(paths)
+    assert {entry.file_name for entry in image.slice_images} == {path.name for path in paths}
+
+
+def test_no_series_fits_the_rules(tmp_path: Path) -> None:
+    scout = make_ct_series(tmp_path / "a", phantom_hu((2, 32, 24)), seed=3)
+    capture = make_ct_series(tmp_path / "b", phantom_hu((2, 32, 24)), seed=4)
+    for path in scout:
+        edit(path, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"], SeriesNumber=1)
+    for path in capture:
+        edit(path, ImageType=["DERIVED", "SECONDARY"], SeriesNumber=2)
+    files = RequestFiles(tmp_path / "uploads")
+    for k, path in enumerate([*scout, *capture]):
+        files.add(f"{k}.dcm", path)
+    with pytest.raises(NoSuitableSeries) as refused:
         read_images(files.entries(), files.uploads, LIMITS)
+    message = str(refused.value)
+    assert "series 1 (CT, 2 slices): ImageType says LOCALIZER" in message
+    assert "series 2 (CT, 2 slices): ImageType says DERIVED\\SECONDARY" in message
 
 
 def test_multiframe_file_in_a_multifile_request(tmp_path: Path, hu: np.ndarray) -> None:
     paths = make_ct_series(tmp_path / "series", hu[:2])
     files = upload_all(tmp_path, paths)
-    files.add("dose.dcm", pydicom_file("rtdose.dcm"))
+    dose = tmp_path / "dose.dcm"
+    shutil.copyfile(pydicom_file("rtdose.dcm"), dose)
+    series = pydicom.dcmread(paths[0], stop_before_pixels=True).SeriesInstanceUID
+    edit(dose, SeriesInstanceUID=series)
+    files.add("dose.dcm", dose)
     with pytest.raises(InvalidInput, match=r"'dose\.dcm' holds 15 slices"):
         read_images(files.entries(), files.uploads, LIMITS)
 
