@@ -25,6 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import viewer
 from gateway.admission import InferenceQueue, UploadGate
 from gateway.body import Pace
+from gateway.dicomweb.client import DicomwebClient
+from gateway.dicomweb.route import invoke_from_pacs
 from gateway.errors import ApiError, InternalError, MethodNotAllowed, ModelNotFound, RouteNotFound
 from gateway.invocations import invoke
 from gateway.logs import request_id_var
@@ -72,6 +74,7 @@ def create_app(
             else:
                 client = TritonClient(settings.triton_url, settings.triton_timeout_s)
                 health, models = client, ModelCatalog(client, settings, cpu)
+            pacs = DicomwebClient(settings) if settings.dicomweb_url else None
             service = Service(
                 settings=settings,
                 metrics=metrics,
@@ -84,6 +87,7 @@ def create_app(
                 catalog=models,
                 triton=health,
                 openapi=openapi_document(settings),
+                pacs=pacs,
             )
             try:
                 await _warm_up(service)
@@ -92,10 +96,14 @@ def create_app(
                 logger.info("shutting down")
                 if client is not None:
                     await client.close()
+                if pacs is not None:
+                    await pacs.close()
 
     routes = [
         Route("/invocations", invoke, methods=["POST"]),
         Route("/models/{name}/invocations", invoke, methods=["POST"]),
+        Route("/dicomweb/invocations", invoke_from_pacs, methods=["POST"]),
+        Route("/models/{name}/dicomweb/invocations", invoke_from_pacs, methods=["POST"]),
         Route("/models", list_models, methods=["GET"]),
         Route("/models/{name}", describe_model, methods=["GET"]),
         Route("/ping", ping, methods=["GET"]),

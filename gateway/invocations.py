@@ -95,7 +95,8 @@ async def invoke(request: Request) -> Response:
                 with inference.stage("format"):
                     if sources is None or producer is None:
                         return await service.cpu.run(output.to_json_bytes)
-                    return await service.cpu.run(dicom_file, answer, output, sources, producer)
+                    result = await service.cpu.run(dicom_file, answer, output, sources, producer)
+                    return result.content
 
         body = await unless_disconnected(request.receive, infer())
         stages.finish()

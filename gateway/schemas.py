@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+_UID = r"^[0-9]+(\.[0-9]+)*$"
+"""A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters."""
+
 
 class _Documented(BaseModel):
     """Attribute docstrings become the schema's descriptions (Markdown, for OpenAPI readers);
@@ -123,3 +126,35 @@ class Rendering(_Documented):
     presets: dict[str, WindowLevel]
     """The named windows `window=` accepts besides `auto` and `center,width`."""
     slices: list[RenderedSlice]
+
+
+class PacsInvocation(BaseModel):
+    """`POST /dicomweb/invocations`: which study to fetch, and what to store back."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    study_instance_uid: str = Field(pattern=_UID, max_length=64)
+    series_instance_uid: str | None = Field(default=None, pattern=_UID, max_length=64)
+    """The series to run on; when absent, the series rules choose one of the study's."""
+    store: bool = False
+    """Store the DICOM result (SEG or SR) back into the study with STOW-RS."""
+    output: Literal["seg", "sr", "dicom"] = "dicom"
+    """What to store: `dicom` is a SEG for a segmentation model and an SR for the others."""
+    min_slices: int = Field(default=1, ge=1)
+    """A series with fewer slices is passed over (e.g. 2 or more for a 3-D model)."""
+
+
+class StoredInstance(_Documented):
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+
+
+class PacsResult(_Documented):
+    """What the round trip did: the series used, the AiCOCO answer, the instances stored."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    aicoco: dict[str, Any]
+    """The AiCOCO document, as `POST /invocations` answers it."""
+    stored: list[StoredInstance]

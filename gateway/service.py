@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 
 from gateway.admission import InferenceQueue, UploadGate
 from gateway.body import Pace
+from gateway.dicomweb.client import DicomwebClient
 from gateway.metrics import Metrics
 from gateway.request import Pipeline
 from gateway.schemas import ModelInfo
@@ -50,6 +51,8 @@ class Service:
     triton: TritonHealth
     openapi: dict[str, Any]
     """``/openapi.json``, built once per app from its settings."""
+    pacs: DicomwebClient | None = None
+    """The PACS's DICOMweb client; None when DICOMWEB_URL is not set."""
 
 
 def service_of(connection: HTTPConnection) -> Service:

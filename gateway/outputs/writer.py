@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import pydicom
 
@@ -14,9 +15,17 @@ from gateway.outputs.sources import Sources
 from gateway.outputs.sr import measurement_report
 
 
+@dataclass(frozen=True)
+class DicomResult:
+    content: bytes
+    """The DICOM file (PS3.10)."""
+    series_instance_uid: str
+    sop_instance_uid: str
+
+
 def dicom_file(
     output: Output, document: AiCOCOOutput, sources: Sources, producer: Producer
-) -> bytes:
+) -> DicomResult:
     """CPU-bound (contours to masks, highdicom's checks): call it off the event loop."""
     if output is Output.SEG:
         dataset = segmentation(document, sources, producer)
@@ -24,4 +33,6 @@ def dicom_file(
         dataset = measurement_report(document, sources, producer)
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
+    return DicomResult(
+        buffer.getvalue(), str(dataset.SeriesInstanceUID), str(dataset.SOPInstanceUID)
+    )
