@@ -98,9 +98,7 @@ def both(
     result = post(http, model, paths, output)
     assert result.status_code == 200, result.text
     assert result.headers["content-type"] == "application/dicom"
-    assert result.headers["content-disposition"] == (
-        f'attachment; filename="{model}-{output}.dcm"'
-    )
+    assert result.headers["content-disposition"] == (f'attachment; filename="{model}-{output}.dcm"')
     validate(result.content, tmp_path)
     document: dict[str, Any] = answer.json()
     return document, pydicom.dcmread(io.BytesIO(result.content))
@@ -133,7 +131,9 @@ def aicoco_masks(
 
 def check_identification(result: pydicom.Dataset, model: str) -> None:
     (equipment,) = (
-        item for item in result.ContributingEquipmentSequence if item.Manufacturer == "aicoco-gateway"
+        item
+        for item in result.ContributingEquipmentSequence
+        if item.Manufacturer == "aicoco-gateway"
     )
     assert equipment.PurposeOfReferenceCodeSequence[0].CodeMeaning == "Processing Equipment"
     assert equipment.ManufacturerModelName == model
