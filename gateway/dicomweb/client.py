@@ -137,7 +137,7 @@ class DicomwebClient:
             return []
         found = response.json()
         if not isinstance(found, list):
-            raise PacsError(f"the PACS answered {what} with JSON that is not a list")
+            raise PacsError(f"the PACS at {self.url} answered {what} with JSON that is not a list")
         return found
 
     @contextlib.asynccontextmanager

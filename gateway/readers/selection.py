@@ -93,13 +93,13 @@ class Candidate:
         if self.orientations > 1:
             return f"its instances have {self.orientations} orientations"
         if self.slices < min_slices:
-            return f"{self.slices} slice(s), and the model needs at least {min_slices}"
+            return f"{_slices(self.slices)}, and the model needs at least {min_slices}"
         return None
 
     def describe(self) -> str:
         number = f"series {self.number}" if self.number is not None else "a series"
         about = f" '{self.description}'" if self.description else ""
-        return f"{number}{about} ({self.modality or 'no modality'}, {self.slices} slices)"
+        return f"{number}{about} ({self.modality or 'no modality'}, {_slices(self.slices)})"
 
 
 def choose(candidates: Iterable[Candidate], min_slices: int = 1) -> Candidate:
@@ -114,6 +114,10 @@ def choose(candidates: Iterable[Candidate], min_slices: int = 1) -> Candidate:
         fitting,
         key=lambda c: (not c.axial, -c.slices, c.number if c.number is not None else 1 << 31),
     )
+
+
+def _slices(count: int) -> str:
+    return "1 slice" if count == 1 else f"{count} slices"
 
 
 def json_getter(instance: Mapping[str, Any]) -> Getter:

@@ -291,7 +291,7 @@ def test_unknown_study_bad_requests_and_a_study_with_no_fitting_series(
         422,
         "no_suitable_series",
     )
-    assert "24 slice(s), and the model needs at least 100" in message
+    assert "24 slices, and the model needs at least 100" in message
     assert "ImageType says LOCALIZER" in message
 
 
