@@ -56,6 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=JSON",
         help='an extra JSON field, e.g. --field \'meta={"task_type": "x"}\' (repeatable)',
     )
+    send.add_argument(
+        "--output",
+        choices=["aicoco", "seg", "sr", "dicom"],
+        default="aicoco",
+        help="the answer: AiCOCO (printed), or a DICOM SEG or SR (saved; see --save)",
+    )
+    send.add_argument(
+        "--save",
+        type=Path,
+        help="where a DICOM answer goes (default: the file name the gateway suggests, here)",
+    )
     send.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
     args = parser.parse_args(argv)
 
@@ -63,7 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.send import send_files
 
         return send_files(
-            args.files, model=args.model, url=args.url, fields=args.field, timeout_s=args.timeout
+            args.files,
+            model=args.model,
+            url=args.url,
+            fields=args.field,
+            timeout_s=args.timeout,
+            output=args.output,
+            save=args.save,
         )
     try:
         settings = Settings.from_env()

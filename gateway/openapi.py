@@ -21,7 +21,16 @@ from pydantic.json_schema import JsonSchemaMode
 
 from aicoco import AiImage
 from gateway import __version__, errors
-from gateway.schemas import ErrorBody, Liveness, ModelList, Readiness, Rendering
+from gateway.outputs.choice import Output
+from gateway.schemas import (
+    ErrorBody,
+    Liveness,
+    ModelList,
+    PacsInvocation,
+    PacsResult,
+    Readiness,
+    Rendering,
+)
 from gateway.settings import Settings
 from gateway.viewer.render import PRESETS
 
@@ -155,13 +164,61 @@ def _invocation_operation(settings: Settings, *, named: bool) -> dict[str, Any]:
             },
         },
         "responses": {
-            "200": _json_response("The AiCOCO output document.", _ref("AiCOCOOutput")),
+            "200": {
+                "description": (
+                    "The AiCOCO output document; with `output=seg|sr|dicom` (or `Accept: "
+                    "application/dicom`) a DICOM SEG or TID 1500 SR file instead."
+                ),
+                "content": {
+                    "application/json": {"schema": _ref("AiCOCOOutput")},
+                    "application/dicom": {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
             **_error_responses([400, 404, 413, 415, 422, 500, 502, 503, 504]),
         },
+        "parameters": [*([_model_parameter()] if named else []), _output_parameter()],
     }
-    if named:
-        operation["parameters"] = [_model_parameter()]
     return operation
+
+
+def _output_parameter() -> dict[str, Any]:
+    return {
+        "name": "output",
+        "in": "query",
+        "required": False,
+        "description": (
+            "`aicoco` (the default), `seg` (a DICOM Segmentation: segmentation models), `sr` "
+            "(a Comprehensive 3D SR with a TID 1500 Measurement Report: any model) or `dicom` "
+            "(SEG for segmentation models, SR for the others). DICOM outputs need DICOM inputs "
+            "(422 `dicom_input_required`)."
+        ),
+        "schema": {"type": "string", "enum": [o.value for o in Output], "default": "aicoco"},
+    }
+
+
+def _pacs_operation(*, named: bool) -> dict[str, Any]:
+    return {
+        "summary": "Run "
+        + ("a model" if named else "the default model")
+        + " on a study in the PACS and store the result there",
+        "description": (
+            "Needs `DICOMWEB_URL`. Finds the series (the one named, or the one the series rules "
+            "choose: an image modality, not a localizer or secondary capture, one orientation, "
+            "at least `min_slices`; then axial, most slices, lowest SeriesNumber), retrieves "
+            "it with WADO-RS under the upload limits, runs the model, and with `store` sends "
+            "the SEG or SR to the study with STOW-RS. A PACS that cannot be reached is a 503 "
+            "`pacs_unavailable`, a slow one a 504 `pacs_timeout`."
+        ),
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("PacsInvocation")}},
+        },
+        "responses": {
+            "200": _json_response("What was run and stored.", _ref("PacsResult")),
+            **_error_responses([400, 404, 413, 422, 500, 502, 503, 504]),
+        },
+        **({"parameters": [_model_parameter()]} if named else {}),
+    }
 
 
 def _viewer_paths() -> dict[str, Any]:
@@ -264,6 +321,8 @@ def _schemas() -> dict[str, Any]:
         **_model_components("Readiness", Readiness, "serialization"),
         **_model_components("Liveness", Liveness, "serialization"),
         **_model_components("Rendering", Rendering, "serialization"),
+        **_model_components("PacsInvocation", PacsInvocation, "validation"),
+        **_model_components("PacsResult", PacsResult, "serialization"),
     }
     schemas["ErrorContent"]["properties"]["code"]["enum"] = [row["code"] for row in error_table()]
     return schemas
@@ -295,6 +354,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "paths": {
             "/invocations": {"post": _invocation_operation(settings, named=False)},
             "/models/{name}/invocations": {"post": _invocation_operation(settings, named=True)},
+            "/dicomweb/invocations": {"post": _pacs_operation(named=False)},
+            "/models/{name}/dicomweb/invocations": {"post": _pacs_operation(named=True)},
             "/models": {
                 "get": {
                     "summary": "List the models with task, categories and readiness",

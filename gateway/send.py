@@ -21,9 +21,20 @@ _CHUNK = 1024 * 1024
 
 
 def send_files(
-    files: Sequence[Path], *, model: str | None, url: str, fields: Sequence[str], timeout_s: float
+    files: Sequence[Path],
+    *,
+    model: str | None,
+    url: str,
+    fields: Sequence[str],
+    timeout_s: float,
+    output: str = "aicoco",
+    save: Path | None = None,
 ) -> int:
-    """Post like a FLaVor client: repeated ``files`` parts and an ``images`` JSON field."""
+    """Post like a FLaVor client: repeated ``files`` parts and an ``images`` JSON field.
+
+    The AiCOCO answer is printed; a DICOM one (``output`` seg, sr or dicom) is saved to ``save``,
+    or under the name the gateway's Content-Disposition suggests, and its path printed.
+    """
     from aicoco import IdGenerator
 
     names = [path.name for path in files]
@@ -57,6 +68,8 @@ def send_files(
     parts = list(_multipart_parts(files, form, boundary))
     length = sum(part.stat().st_size if isinstance(part, Path) else len(part) for part in parts)
     target = url.rstrip("/") + (f"/models/{model}/invocations" if model else "/invocations")
+    if output != "aicoco":
+        target += f"?output={output}"
     request = urllib.request.Request(
         target,
         data=_stream(parts),
@@ -68,6 +81,11 @@ def send_files(
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            if response.headers.get_content_type() == "application/dicom":
+                path = save or Path(response.headers.get_filename() or "result.dcm").name
+                Path(path).write_bytes(response.read())
+                print(path)
+                return 0
             body: Any = json.load(response)
     except urllib.error.HTTPError as exc:
         print(f"HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')}", file=sys.stderr)

@@ -12,6 +12,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,18 @@ def test_dicom_outputs_need_dicom_inputs_and_a_fitting_model(
     message = error_of(post(http, "lesion_detector", ct_slice, "seg"), 400, "invalid_parameter")
     assert "output=sr" in message
     error_of(post(http, "lesion_detector", ct_slice, "nifti"), 400, "invalid_parameter")
+
+
+def test_the_send_command_saves_a_dicom_answer(
+    http: httpx.Client, ct_slice: list[Path], tmp_path: Path
+) -> None:
+    target = tmp_path / "lungs.dcm"
+    command = [sys.executable, "-m", "gateway", "send", "--url", str(http.base_url)]
+    command += ["--model", "lung_segmenter", "--output", "seg", "--save", str(target)]
+    done = subprocess.run(
+        [*command, *map(str, ct_slice)], capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(target)
+    assert pydicom.dcmread(target).Modality == "SEG"
+    validate(target.read_bytes(), tmp_path)

@@ -141,6 +141,9 @@ def test_empty_values_mean_the_default() -> None:
         ("LOG_FORMAT", "xml"),
         ("UPLOAD_DIR", "/no/such/directory"),
         ("VIEWER", "maybe"),
+        ("DICOMWEB_URL", "pacs:8042/dicom-web"),
+        ("DICOMWEB_URL", "ftp://pacs/dicom-web"),
+        ("DICOMWEB_TIMEOUT_S", "0"),
     ],
 )
 def test_a_wrong_value_names_its_variable(name: str, raw: str) -> None:
@@ -171,6 +174,11 @@ def test_the_declarations_name_every_variable() -> None:
         "LOG_LEVEL",
         "LOG_FORMAT",
         "UPLOAD_DIR",
+        "DICOMWEB_URL",
+        "DICOMWEB_USERNAME",
+        "DICOMWEB_PASSWORD",
+        "DICOMWEB_TOKEN",
+        "DICOMWEB_TIMEOUT_S",
         "VIEWER",
     ]
     assert [declaration.variable for declaration in declarations()] == variables
