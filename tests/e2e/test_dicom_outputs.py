@@ -193,7 +193,9 @@ def test_2d_segmentation_as_seg_equals_the_aicoco_masks(
 def report_of(result: pydicom.Dataset) -> hd.sr.MeasurementReport:
     sr = hd.sr.Comprehensive3DSR.from_dataset(result)
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
-    return sr.content
+    content = sr.content
+    assert isinstance(content, hd.sr.MeasurementReport)
+    return content
 
 
 def test_detection_as_sr_holds_each_box_on_its_source_image(
@@ -248,14 +250,13 @@ def test_regression_as_sr_keeps_values_and_units(
     (group,) = report_of(result).get_image_measurement_groups()
     assert group.finding_type is None
     measured = {m.name.meaning: (m.value, m.unit.value) for m in group.get_measurements()}
-    expected = {
-        regressions[item["regression_id"]]["name"].replace("_", " "): (
-            pytest.approx(item["value"], rel=1e-6),
-            regressions[item["regression_id"]]["unit"].replace("^", ""),
-        )
-        for item in document["images"][0]["regressions"]
-    }
-    assert measured == expected
+    items = document["images"][0]["regressions"]
+    assert len(measured) == len(items) == 2
+    for item in items:
+        regression = regressions[item["regression_id"]]
+        value, unit = measured[regression["name"].replace("_", " ")]
+        assert value == pytest.approx(item["value"], rel=1e-6)
+        assert unit == regression["unit"].replace("^", "")
     assert {unit for _, unit in measured.values()} == {"mm", "mm2"}
 
 

@@ -26,7 +26,7 @@ import pydicom
 import pytest
 
 from tests.e2e.conftest import StartGateway
-from tests.e2e.test_dicom_outputs import aicoco_masks, findings, validate
+from tests.e2e.test_dicom_outputs import aicoco_masks, findings, report_of, validate
 from tests.factories import make_ct_series
 from training.phantoms import phantom_slice, phantom_volume
 from triton_local import LocalTriton, free_port
@@ -230,8 +230,7 @@ def test_the_detector_and_the_classifier_store_srs(
     (stored,) = answer["stored"]
     content = orthanc.instance(stored["sop_instance_uid"])
     validate(content, tmp_path)
-    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(io.BytesIO(content)))
-    groups = sr.content.get_planar_roi_measurement_groups()
+    groups = report_of(pydicom.dcmread(io.BytesIO(content))).get_planar_roi_measurement_groups()
     boxes = [a["bbox"][0] for a in answer["aicoco"]["annotations"]]
     assert len(groups) == len(boxes) >= 1
     for group, (x1, y1, x2, y2) in zip(groups, boxes, strict=True):
@@ -250,11 +249,12 @@ def test_the_detector_and_the_classifier_store_srs(
     (stored,) = answer["stored"]
     content = orthanc.instance(stored["sop_instance_uid"])
     validate(content, tmp_path)
-    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(io.BytesIO(content)))
     document = answer["aicoco"]
     names = {c["id"]: c["name"].replace("_", " ") for c in document["categories"]}
-    groups = sr.content.get_image_measurement_groups()
-    assert findings(groups) == [names[i] for i in document["images"][0]["category_ids"]]
+    report = report_of(pydicom.dcmread(io.BytesIO(content)))
+    assert findings(report.get_image_measurement_groups()) == [
+        names[i] for i in document["images"][0]["category_ids"]
+    ]
 
 
 def test_without_store_nothing_is_written(
