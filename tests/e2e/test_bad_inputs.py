@@ -8,6 +8,7 @@ succeeds after each case.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import shutil
 import struct
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
@@ -117,6 +119,15 @@ def flavor(
 
 def raw(body: Callable[[], bytes], content_type: str = MULTIPART) -> Callable[[], dict[str, Any]]:
     return lambda: {"content": body(), "headers": {"Content-Type": content_type}}
+
+
+def _in_series_of(data: bytes, other: bytes) -> bytes:
+    """``data`` moved into ``other``'s series: one series of two sizes, not two series."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.SeriesInstanceUID = pydicom.dcmread(io.BytesIO(other)).SeriesInstanceUID
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
 
 
 def _truncated(data: bytes, fraction: float = 0.6) -> bytes:
@@ -357,7 +368,7 @@ CASES: dict[str, Case] = {
         422,
         "inconsistent_series",
         flavor(
-            [("ct.dcm", dicom()), ("mr.dcm", dicom("MR_small.dcm"))],
+            [("ct.dcm", dicom()), ("mr.dcm", _in_series_of(dicom("MR_small.dcm"), dicom()))],
             [entry("ct.dcm"), entry("mr.dcm", 1)],
         ),
     ),
