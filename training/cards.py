@@ -127,10 +127,17 @@ at 512 x 512): millimetre figures assume that, as in an ordinary chest CT recons
 def _category_table(card: ModelCard) -> str:
     rows = []
     for channel, spec in enumerate(card.categories or card.regressions):
-        extras = ", ".join(f"{k}: {v}" for k, v in spec.items() if k != "name")
+        extras = ", ".join(f"{k}: {_shown(v)}" for k, v in spec.items() if k != "name")
         rows.append(f"| {channel} | `{spec['name']}` | {extras} |")
     head = "| channel | name | declared with |\n|---|---|---|\n"
     return head + "\n".join(rows)
+
+
+def _shown(value: Any) -> str:
+    """A declared value for the README: a code as ``SCT 27925004 (Nodule)``."""
+    if isinstance(value, Mapping) and {"value", "scheme", "meaning"} <= set(value):
+        return f"{value['scheme']} {value['value']} ({value['meaning']})"
+    return str(value)
 
 
 def _metric_table(card: ModelCard, record: Mapping[str, Any]) -> str:
@@ -220,6 +227,23 @@ Training is seeded: the same code gives the same phantoms and nearly the same we
 _NODULE_COLOR = "#E8432E"
 _LUNG_COLOR = "#4A90E2"
 
+
+def _sct(value: str, meaning: str) -> dict[str, str]:
+    return {"value": value, "scheme": "SCT", "meaning": meaning}
+
+
+# SNOMED CT codes (PS3.16 CID 7150 segmentation property categories, CID 7151/7166 types, the
+# findings of TID 1500): a PACS shows "Lung" and "Nodule" instead of the gateway's private codes.
+_ANATOMY = _sct("91723000", "Anatomical Structure")
+_ALTERED = _sct("49755003", "Morphologically Altered Structure")
+_NODULE = _sct("27925004", "Nodule")
+_NODULE_CODES = {"finding_type": _NODULE}
+_NODULE_SEGMENT = {
+    "segmented_property_category": _ALTERED,
+    "segmented_property_type": _NODULE,
+    "finding_type": _NODULE,
+}
+
 LESION_CLASSIFIER = ModelCard(
     name="lesion_classifier",
     task="classification",
@@ -229,7 +253,7 @@ LESION_CLASSIFIER = ModelCard(
     max_batch_size=8,
     outputs=(TensorSpec("probabilities", "TYPE_FP32", (2,)),),
     categories=(
-        {"name": "nodule", "color": _NODULE_COLOR},
+        {"name": "nodule", "color": _NODULE_COLOR, **_NODULE_CODES},
         {"name": "large_nodule", "color": "#F5A623"},
     ),
     output={"threshold": 0.5},
@@ -295,7 +319,7 @@ LESION_DETECTOR = ModelCard(
         TensorSpec("boxes", "TYPE_FP32", (16, 4)),
         TensorSpec("scores", "TYPE_FP32", (16, 1)),
     ),
-    categories=({"name": "nodule", "color": _NODULE_COLOR},),
+    categories=({"name": "nodule", "color": _NODULE_COLOR, **_NODULE_CODES},),
     output={"score_threshold": 0.3, "iou_threshold": 0.5},
     description="""\
 `boxes`: 16 candidate boxes `[x1, y1, x2, y2]` in model-input pixels (0..256, pixel `i`
@@ -323,8 +347,20 @@ LUNG_SEGMENTER = ModelCard(
     max_batch_size=16,
     outputs=(TensorSpec("probabilities", "TYPE_FP32", (2, 128, 128)),),
     categories=(
-        {"name": "left_lung", "supercategory_name": "lung", "color": _LUNG_COLOR},
-        {"name": "right_lung", "supercategory_name": "lung", "color": "#50E3C2"},
+        {
+            "name": "left_lung",
+            "supercategory_name": "lung",
+            "color": _LUNG_COLOR,
+            "segmented_property_category": _ANATOMY,
+            "segmented_property_type": _sct("44029006", "Left lung"),
+        },
+        {
+            "name": "right_lung",
+            "supercategory_name": "lung",
+            "color": "#50E3C2",
+            "segmented_property_category": _ANATOMY,
+            "segmented_property_type": _sct("3341006", "Right lung"),
+        },
     ),
     output={"threshold": 0.5, "instances": False},
     description="""\
@@ -349,8 +385,13 @@ LESION_SEGMENTER_3D = ModelCard(
     max_batch_size=16,
     outputs=(TensorSpec("probabilities", "TYPE_FP32", (2, 256, 256)),),
     categories=(
-        {"name": "lung", "color": _LUNG_COLOR},
-        {"name": "nodule", "color": _NODULE_COLOR},
+        {
+            "name": "lung",
+            "color": _LUNG_COLOR,
+            "segmented_property_category": _ANATOMY,
+            "segmented_property_type": _sct("39607008", "Lung"),
+        },
+        {"name": "nodule", "color": _NODULE_COLOR, **_NODULE_SEGMENT},
     ),
     output={"threshold": 0.5, "instances": True},
     description="""\

@@ -130,6 +130,12 @@ def aicoco_masks(
     return masks
 
 
+def document_categories(http: httpx.Client, model: str) -> list[dict[str, Any]]:
+    """The categories a model declares, with their codes, as GET /models/{name} lists them."""
+    categories: list[dict[str, Any]] = http.get(f"/models/{model}").json()["categories"]
+    return categories
+
+
 def check_identification(result: pydicom.Dataset, model: str) -> None:
     (equipment,) = (
         item
@@ -155,6 +161,15 @@ def check_segmentation(
     assert str(seg.StudyInstanceUID) == str(pydicom.dcmread(paths[0]).StudyInstanceUID)
     names = {n: seg.get_segment_description(n).segment_label for n in seg.segment_numbers}
     assert sorted(names.values()) == sorted(labels)
+    declared = {c["name"]: c for c in document_categories(http, model)}
+    for number, label in names.items():
+        description = seg.get_segment_description(number)
+        for key, code in (
+            ("segmented_property_category", description.segmented_property_category),
+            ("segmented_property_type", description.segmented_property_type),
+        ):
+            wanted = declared[label].get(key) or {"value": "85756007", "scheme": "SCT"}
+            assert (code.value, code.scheme_designator) == (wanted["value"], wanted["scheme"])
     for number in seg.segment_numbers:
         description = seg.get_segment_description(number)
         algorithm = description.algorithm_identification
@@ -214,9 +229,21 @@ def test_detection_as_sr_holds_each_box_on_its_source_image(
         )
         source = group.roi.ContentSequence[0].ReferencedSOPSequence[0]
         assert source.ReferencedSOPInstanceUID == uid_of(ct_slice[0])
-        assert group.finding_type is not None and group.finding_type.meaning == "nodule"
+        assert group.finding_type is not None
+        assert (group.finding_type.scheme_designator, group.finding_type.value) == (
+            "SCT",
+            "27925004",
+        ), "the detector's card declares SNOMED CT Nodule"
         (confidence,) = group.get_measurements()
         assert confidence.value == pytest.approx(confidences[annotation["object_id"]], rel=1e-6)
+
+
+def finding_names(document: Mapping[str, Any]) -> dict[str, str]:
+    """Each category's finding in an SR: its declared code's meaning, or its name."""
+    return {
+        c["id"]: (c.get("finding_type") or {}).get("meaning") or c["name"].replace("_", " ")
+        for c in document["categories"]
+    }
 
 
 def findings(groups: Sequence[Any]) -> list[str]:
@@ -227,7 +254,7 @@ def test_classification_as_sr_per_image_and_per_series(
     http: httpx.Client, ct_slice: list[Path], series: list[Path], tmp_path: Path
 ) -> None:
     document, result = both(http, "lesion_classifier", ct_slice, "sr", tmp_path)
-    names = {c["id"]: c["name"].replace("_", " ") for c in document["categories"]}
+    names = finding_names(document)
     groups = report_of(result).get_image_measurement_groups()
     assert findings(groups) == [names[i] for i in document["images"][0]["category_ids"]]
     assert findings(groups), "the classifier found nothing: the test compares nothing"
@@ -235,7 +262,7 @@ def test_classification_as_sr_per_image_and_per_series(
         (source,) = group.source_images
         assert source.referenced_sop_instance_uid == uid_of(ct_slice[0])
     document, result = both(http, "lesion_classifier", series, "sr", tmp_path)
-    names = {c["id"]: c["name"].replace("_", " ") for c in document["categories"]}
+    names = finding_names(document)
     groups = report_of(result).get_image_measurement_groups()
     assert all(not g.source_images for g in groups), "a series result names no image"
     assert findings(groups) == [names[i] for i in document["meta"]["category_ids"]]

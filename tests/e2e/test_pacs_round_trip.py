@@ -26,7 +26,13 @@ import pydicom
 import pytest
 
 from tests.e2e.conftest import StartGateway
-from tests.e2e.test_dicom_outputs import aicoco_masks, findings, report_of, validate
+from tests.e2e.test_dicom_outputs import (
+    aicoco_masks,
+    finding_names,
+    findings,
+    report_of,
+    validate,
+)
 from tests.factories import make_ct_series
 from training.phantoms import phantom_slice, phantom_volume
 from triton_local import LocalTriton, free_port
@@ -250,7 +256,7 @@ def test_the_detector_and_the_classifier_store_srs(
     content = orthanc.instance(stored["sop_instance_uid"])
     validate(content, tmp_path)
     document = answer["aicoco"]
-    names = {c["id"]: c["name"].replace("_", " ") for c in document["categories"]}
+    names = finding_names(document)
     report = report_of(pydicom.dcmread(io.BytesIO(content)))
     assert findings(report.get_image_measurement_groups()) == [
         names[i] for i in document["images"][0]["category_ids"]
