@@ -9,6 +9,7 @@ start of the body (the gateway's readiness body names what is not ready), or the
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -22,13 +23,22 @@ BODY_PREVIEW = 300
 
 def probe_url(path: str, environ: dict[str, str]) -> str:
     port = environ.get("PORT", "").strip() or DEFAULT_PORT
-    return f"http://127.0.0.1:{port}{path if path.startswith('/') else '/' + path}"
+    # With TLS_CERT_FILE the gateway serves HTTPS only, on the same port.
+    scheme = "https" if environ.get("TLS_CERT_FILE", "").strip() else "http"
+    return f"{scheme}://127.0.0.1:{port}{path if path.startswith('/') else '/' + path}"
 
 
 def main(argv: list[str]) -> int:
     url = probe_url(argv[1] if len(argv) > 1 else DEFAULT_PATH, dict(os.environ))
-    # No proxy: an HTTP(S)_PROXY set for the container must not capture a loopback probe.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    # No proxy: an HTTP(S)_PROXY set for the container must not capture a loopback probe. The
+    # certificate names the service's public host, not 127.0.0.1: a loopback probe skips the
+    # name and chain checks (it asks whether the process answers, not who it is).
+    loopback = ssl.create_default_context()
+    loopback.check_hostname = False
+    loopback.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=loopback)
+    )
     try:
         with opener.open(url, timeout=TIMEOUT_S) as response:
             print(f"{url}: HTTP {response.status}")

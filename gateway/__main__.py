@@ -68,7 +68,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where a DICOM answer goes (default: the file name the gateway suggests, here)",
     )
     send.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
+    new_key = commands.add_parser(
+        "new-key", help="make an API key; prints the key (for the client) and its API_KEYS entry"
+    )
+    new_key.add_argument("id", help="the key's name in the audit log, e.g. the client's")
     args = parser.parse_args(argv)
+
+    if args.command == "new-key":
+        from gateway.keys import new_key as make_key
+
+        try:
+            key, entry = make_key(args.id)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(f"key (give it to the client; it is not stored): {key}")
+        print(f"entry (for API_KEYS or API_KEYS_FILE): {entry}")
+        return 0
 
     if args.command == "send":
         from gateway.send import send_files

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import viewer
 from gateway.admission import InferenceQueue, UploadGate
+from gateway.auth import AUDIT, protected
 from gateway.body import Pace
 from gateway.dicomweb.client import DicomwebClient
 from gateway.dicomweb.route import invoke_from_pacs
@@ -42,6 +43,7 @@ from gateway.workers import CpuPool
 
 logger = logging.getLogger("gateway")
 access_logger = logging.getLogger("gateway.access")
+audit_logger = logging.getLogger("gateway.audit")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 READY_TIMEOUT_S = 5.0
@@ -100,10 +102,11 @@ def create_app(
                     await pacs.close()
 
     routes = [
-        Route("/invocations", invoke, methods=["POST"]),
-        Route("/models/{name}/invocations", invoke, methods=["POST"]),
-        Route("/dicomweb/invocations", invoke_from_pacs, methods=["POST"]),
-        Route("/models/{name}/dicomweb/invocations", invoke_from_pacs, methods=["POST"]),
+        # protected(): the routes that take or return patient data need an API key, if any.
+        Route("/invocations", protected(invoke), methods=["POST"]),
+        Route("/models/{name}/invocations", protected(invoke), methods=["POST"]),
+        Route("/dicomweb/invocations", protected(invoke_from_pacs), methods=["POST"]),
+        Route("/models/{name}/dicomweb/invocations", protected(invoke_from_pacs), methods=["POST"]),
         Route("/models", list_models, methods=["GET"]),
         Route("/models/{name}", describe_model, methods=["GET"]),
         Route("/ping", ping, methods=["GET"]),
@@ -297,6 +300,18 @@ class RequestContextMiddleware:
         code = scope.get("state", {}).get("error_code")
         if code is not None:
             self.metrics.errors.labels(code=code).inc()
+        record = scope.get("state", {}).get(AUDIT)
+        if record is not None:
+            # One line per request on a protected route: who (key id), what (route, model), how
+            # much (files, bytes), with what outcome. Never a file name, a UID or a tag value.
+            fields = {"key": None, "model": None, "files": 0, "bytes": 0, **record}
+            audit_logger.info(
+                "audit %s %s %s",
+                fields["key"],
+                template,
+                status,
+                extra={"audit": True, "route": template, "status": status, **fields},
+            )
         quiet = template in _PROBE_ROUTES and status < 400
         level = logging.DEBUG if quiet else logging.INFO
         if not access_logger.isEnabledFor(level):

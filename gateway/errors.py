@@ -17,6 +17,7 @@ The tree, by HTTP status (catch a parent to catch its children)::
     │   │   ├── JSONNumberTooLarge           json_number_too_large
     │   │   └── InvalidJSONText              invalid_json_text
     │   └── InvalidParameter                 invalid_parameter
+    ├── Unauthorized                     401 unauthorized
     ├── ModelNotFound                    404 model_not_found
     ├── RouteNotFound                    404 not_found
     ├── StudyNotFound                    404 study_not_found
@@ -181,6 +182,21 @@ class InvalidParameter(MalformedRequest):
         "/viewer/render."
     )
     fix = "Send one of the values the message lists."
+
+
+class Unauthorized(ApiError):
+    """No API key, or one the gateway does not know, on a route that needs one."""
+
+    status = 401
+    code = "unauthorized"
+    when = (
+        "API keys are configured (API_KEYS, API_KEYS_FILE) and the request has none, or one "
+        "that is not configured, on a route that takes or returns patient data."
+    )
+    fix = "Send the key as `Authorization: Bearer <key>` or `X-API-Key: <key>`."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="aicoco-gateway"'}
 
 
 # 404

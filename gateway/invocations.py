@@ -30,6 +30,7 @@ from starlette.types import Receive
 
 from aicoco import AiImage, IdGenerator
 from gateway import __version__
+from gateway.auth import audit
 from gateway.body import receive_body
 from gateway.errors import InvalidAiCOCO, InvalidInput, UploadTimeout
 from gateway.json_fields import parse_field
@@ -71,8 +72,11 @@ async def invoke(request: Request) -> Response:
 
     stages = _StageTimes(service.metrics, model_name)
     started = time.perf_counter()
+    record = audit(request)
+    record["model"] = model_name
     with upload_folder(settings.upload_dir) as folder:
         form = await receive_form(request, boundary, folder)
+        record.update(files=len(form.uploads), bytes=form.upload_bytes)
         inference = build_request(
             form,
             request_id=request.state.request_id,

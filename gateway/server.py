@@ -111,6 +111,10 @@ def _config(settings: Settings) -> Config:
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
     config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        # HTTPS on the same port, for deployments without an ingress to terminate TLS.
+        config.certfile = str(settings.tls_cert_file)
+        config.keyfile = str(settings.tls_key_file)
     return config
 
 

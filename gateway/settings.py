@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
+from gateway.keys import ApiKey, parse_entries
+
 T = TypeVar("T")
 Parser = Callable[[str, str], T]
 """``parse(variable, raw)``: the value, or SettingsError naming the variable."""
@@ -137,6 +139,33 @@ def _http_url(name: str, raw: str) -> str:
             f"http://pacs:8042/dicom-web), got {raw!r}"
         )
     return raw.rstrip("/")
+
+
+def _api_keys(name: str, raw: str) -> tuple[ApiKey, ...]:
+    try:
+        return parse_entries(raw, ",")
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _api_keys_file(name: str, raw: str) -> tuple[ApiKey, ...]:
+    path = Path(raw).expanduser()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SettingsError(f"{name} must be a readable file, got {raw!r} ({reason})") from None
+    try:
+        return parse_entries(text, None)
+    except ValueError as exc:
+        raise SettingsError(f"{name} ({raw}): {exc}") from None
+
+
+def _existing_file(name: str, raw: str) -> Path:
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise SettingsError(f"{name} must be an existing file, got {raw!r}")
+    return path
 
 
 def _port(name: str, raw: str) -> int:
@@ -336,12 +365,49 @@ class Settings:
         help="Seconds the PACS may take to answer one call; a study streams for longer as long "
         "as bytes keep arriving.",
     )
+    api_keys: tuple[ApiKey, ...] = setting(
+        (),
+        parse=_api_keys,
+        shown="empty",
+        help="API keys as `id:sha256:<hex>,...` (hashes only). With any key set, every route "
+        "that takes or returns patient data needs one.",
+    )
+    api_keys_file: tuple[ApiKey, ...] = setting(
+        (),
+        parse=_api_keys_file,
+        shown="empty",
+        help="A file of such entries, one per line, added to `API_KEYS`.",
+    )
+    tls_cert_file: Path | None = setting(
+        None,
+        parse=_existing_file,
+        shown="empty",
+        help="PEM certificate (chain): the gateway serves HTTPS itself. Needs `TLS_KEY_FILE`.",
+    )
+    tls_key_file: Path | None = setting(
+        None, parse=_existing_file, shown="empty", help="The certificate's PEM private key."
+    )
     viewer: bool = setting(
         True,
         parse=_boolean,
         shown="true",
         help="Serve the browser viewer at `/viewer` and its render route; `false` removes both.",
     )
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise SettingsError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
+        ids = [key.id for key in self.keys]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise SettingsError(
+                f"API_KEYS and API_KEYS_FILE name the same key id twice: {', '.join(repeated)}"
+            )
+
+    @property
+    def keys(self) -> tuple[ApiKey, ...]:
+        """Every configured API key; empty means no key is asked for."""
+        return self.api_keys + self.api_keys_file
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from aicoco import AiImage, IdGenerator
 from gateway import __version__
+from gateway.auth import audit
 from gateway.body import receive_body
 from gateway.dicomweb.client import DicomwebClient
 from gateway.errors import InvalidInput, MalformedJSON, PayloadTooLarge, RouteNotFound
@@ -57,7 +58,9 @@ async def invoke_from_pacs(request: Request) -> Response:
                 max_bytes=service.settings.max_request_bytes,
                 max_files=service.settings.max_files,
             )
-        service.metrics.upload_bytes.inc(sum(path.stat().st_size for path in paths))
+        fetched = sum(path.stat().st_size for path in paths)
+        service.metrics.upload_bytes.inc(fetched)
+        audit(request).update(model=model_name, files=len(paths), bytes=fetched)
         images, uploads = await service.cpu.run(_entries, paths)
         inference = InferenceRequest(
             request_id=request.state.request_id,

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.auth import audit, protected
 from gateway.errors import RouteNotFound
 from gateway.invocations import (
     check_headers,
@@ -42,7 +43,7 @@ _POLICY = (
 def routes() -> list[BaseRoute]:
     return [
         Route("/viewer", page, methods=["GET"]),
-        Route("/viewer/render", render_slices, methods=["POST"]),
+        Route("/viewer/render", protected(render_slices), methods=["POST"]),
         Route("/viewer/{asset}", asset, methods=["GET"]),
     ]
 
@@ -73,6 +74,7 @@ async def render_slices(request: Request) -> Response:
     window = parse_window(request.query_params.get("window"))
     with upload_folder(service.settings.upload_dir) as folder:
         form = await receive_form(request, boundary, folder)
+        audit(request).update(files=len(form.uploads), bytes=form.upload_bytes)
         images, _ = parse_entries(form)
 
         async def work() -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -34,7 +35,9 @@ class _GatewayProcess:
         self.upload_dir.mkdir(parents=True)
         self.log_path = folder / "gateway.log"
         port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
+        certificate = env.get("TLS_CERT_FILE")
+        self.url = f"{'https' if certificate else 'http'}://127.0.0.1:{port}"
+        self.verify = ssl.create_default_context(cafile=certificate) if certificate else True
         environment = {
             **os.environ,
             "HOST": "127.0.0.1",
@@ -62,7 +65,8 @@ class _GatewayProcess:
                     f"the gateway exited with {self.process.returncode}:\n{self.log_tail()}"
                 )
             try:
-                if httpx.get(f"{self.url}/health/ready", timeout=5).status_code == 200:
+                ready = httpx.get(f"{self.url}/health/ready", timeout=5, verify=self.verify)
+                if ready.status_code == 200:
                     return
             except httpx.TransportError:
                 pass

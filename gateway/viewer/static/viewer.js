@@ -50,6 +50,10 @@ function post(url, form, what) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", url);
+    const key = $("api-key").value.trim();
+    if (key) {
+      xhr.setRequestHeader("X-API-Key", key);
+    }
     xhr.upload.onprogress = (event) => {
       if (event.lengthComputable) {
         progress(`Uploading for ${what}`, event.loaded / event.total);
@@ -604,6 +608,9 @@ async function droppedFiles(transfer) {
 // Wiring.
 
 function setUp() {
+  // The key lives in this tab only (sessionStorage), never in the page's URL or a cookie.
+  $("api-key").value = sessionStorage.getItem("aicoco-api-key") || "";
+  $("api-key").addEventListener("change", () => sessionStorage.setItem("aicoco-api-key", $("api-key").value.trim()));
   $("model").addEventListener("change", describeModel);
   $("files").addEventListener("change", (event) => guarded(() => chooseFiles([...event.target.files])));
   $("folder").addEventListener("change", (event) => guarded(() => chooseFiles([...event.target.files])));

@@ -179,6 +179,10 @@ def test_the_declarations_name_every_variable() -> None:
         "DICOMWEB_PASSWORD",
         "DICOMWEB_TOKEN",
         "DICOMWEB_TIMEOUT_S",
+        "API_KEYS",
+        "API_KEYS_FILE",
+        "TLS_CERT_FILE",
+        "TLS_KEY_FILE",
         "VIEWER",
     ]
     assert [declaration.variable for declaration in declarations()] == variables
