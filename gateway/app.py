@@ -1,7 +1,8 @@
 """The app factory: routes, the request-context middleware, error rendering and the lifespan.
 
-One ``TritonClient`` (one gRPC channel) per app, created in the lifespan inside the running loop
-and shared by every request. Tests and benchmarks may pass their own Triton and catalog.
+One ``TritonClient`` per app, over a :class:`~gateway.triton_pool.TritonPool` (one gRPC channel
+per Triton), created in the lifespan inside the running loop and shared by every request. Tests
+and benchmarks may pass their own Triton and catalog.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from gateway.schemas import Liveness, ModelList, Readiness
 from gateway.service import Catalog, Service, TritonHealth, service_of
 from gateway.settings import Settings
 from gateway.triton import TritonClient
+from gateway.triton_pool import TritonPool
 from gateway.workers import CpuPool
 
 logger = logging.getLogger("gateway")
@@ -74,7 +76,9 @@ def create_app(
             if triton is not None and catalog is not None:
                 health, models = triton, catalog
             else:
-                client = TritonClient(settings.triton_url, settings.triton_timeout_s)
+                pool = TritonPool(settings.triton_url.split(","), probe_s=settings.triton_probe_s)
+                await pool.start()
+                client = TritonClient(settings.triton_url, settings.triton_timeout_s, grpc=pool)
                 health, models = client, ModelCatalog(client, settings, cpu)
             pacs = DicomwebClient(settings) if settings.dicomweb_url else None
             service = Service(

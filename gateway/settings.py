@@ -190,14 +190,19 @@ def _byte_size(name: str, raw: str) -> int:
 
 
 def _triton_url(name: str, raw: str) -> str:
-    if "://" in raw:
-        raise SettingsError(
-            f"{name} is Triton's gRPC address as host:port, without a scheme, got {raw!r}"
-        )
-    host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SettingsError(f"{name} must be host:port (e.g. 127.0.0.1:8001), got {raw!r}")
-    return raw
+    for target in raw.split(","):
+        target = target.strip()
+        if "://" in target:
+            raise SettingsError(
+                f"{name} is Triton's gRPC address as host:port, without a scheme, got {target!r}"
+            )
+        host, sep, port = target.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(
+                f"{name} must be host:port (e.g. 127.0.0.1:8001) or several, comma-separated, "
+                f"got {target!r}"
+            )
+    return ",".join(target.strip() for target in raw.split(","))
 
 
 def _pipelines(name: str, raw: str) -> dict[str, str]:
@@ -252,7 +257,14 @@ class Settings:
     triton_url: str = setting(
         "127.0.0.1:8001",
         parse=_triton_url,
-        help="Triton's gRPC endpoint, `host:port` (no scheme).",
+        help="Triton's gRPC endpoint, `host:port` (no scheme), or several, comma-separated. "
+        "Each name's every address is a Triton (a headless Service): calls are balanced.",
+    )
+    triton_probe_s: float = setting(
+        2.0,
+        parse=_positive_float,
+        help="How often each Triton is probed (readiness, loaded models) and names re-resolved; "
+        "a Triton that fails a call is skipped at once, and rejoins when a probe finds it ready.",
     )
     default_model: str = setting(
         "lesion_classifier",
