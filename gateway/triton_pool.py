@@ -79,7 +79,9 @@ class TritonPool:
         self._make = client
         self._resolve = resolve
         self._members: dict[str, _Member] = {}
-        self._turn = itertools.count()
+        # One turn per model: with a shared one, two models called alternately would each land
+        # on the same Triton every time.
+        self._turns: dict[str | None, itertools.count[int]] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -151,12 +153,12 @@ class TritonPool:
             logger.warning("Triton %s is %s", member.address, "up" if member.up else "down")
 
     def _candidates(self, model: str | None) -> list[_Member]:
-        members = self.members
-        start = next(self._turn) % len(members)
-        rotated = members[start:] + members[:start]
-        serving = [m for m in rotated if m.serves(model)]
-        # Nothing known to serve it: try them all, so an answer (or Triton's own error) comes back.
-        return serving or rotated
+        """The Tritons to try in order: those up with the model ready, from the next in turn;
+        when none is known to serve it, all of them, so that an answer (or Triton's own error)
+        comes back."""
+        members = [m for m in self.members if m.serves(model)] or self.members
+        start = next(self._turns.setdefault(model, itertools.count())) % len(members)
+        return members[start:] + members[:start]
 
     async def _call(self, model: str | None, call: Callable[[GrpcClient], Awaitable[T]]) -> T:
         failure: InferenceServerException | None = None
