@@ -2,7 +2,7 @@
 
 Under load both serve (each Triton's own metrics count its inferences); ``kill -9`` of one costs
 at most the requests it held while the rest succeed; restarted, it takes traffic again; a model
-loaded on only one of them goes only there. The gateway is never restarted.
+loaded on only one of them (another repository) goes only there. The gateway is never restarted.
 """
 
 from __future__ import annotations
@@ -66,33 +66,40 @@ def burst(client: httpx.Client, model: str, count: int = BURST) -> list[int]:
         return list(pool.map(lambda _: post(client, model), range(count)))
 
 
+def pair(start_triton: StartTriton, first: Path, second: Path) -> tuple[LocalTriton, LocalTriton]:
+    """Tritons on 127.0.0.1 and 127.0.0.2, on one gRPC port."""
+    port = free_port()
+    return (
+        start_triton(first, host="127.0.0.1", grpc_port=port),
+        start_triton(second, host="127.0.0.2", grpc_port=port),
+    )
+
+
+def gateway_over(
+    tritons: tuple[LocalTriton, LocalTriton], start_gateway: StartGateway
+) -> httpx.Client:
+    first, second = tritons
+    env = {"TRITON_PROBE_S": "0.5", "MAX_IN_FLIGHT": str(CLIENTS)}
+    url, _ = start_gateway(f"{first.grpc_url},{second.grpc_url}", env)
+    return httpx.Client(base_url=url, timeout=TIMEOUT_S)
+
+
 @pytest.fixture
 def tritons(start_triton: StartTriton, tmp_path: Path) -> tuple[LocalTriton, LocalTriton]:
-    """The classifier on both; the lung segmenter on the second only."""
-    port = free_port()
-    first = start_triton(
-        repository(tmp_path, "a", ["lesion_classifier"]), host="127.0.0.1", grpc_port=port
-    )
-    second = start_triton(
-        repository(tmp_path, "b", ["lesion_classifier", "lung_segmenter"]),
-        host="127.0.0.2",
-        grpc_port=port,
-    )
-    return first, second
+    """Two Tritons on the same repository."""
+    shared = repository(tmp_path, "shared", ["lesion_classifier"])
+    return pair(start_triton, shared, shared)
 
 
 @pytest.fixture
 def http(
     tritons: tuple[LocalTriton, LocalTriton], start_gateway: StartGateway
 ) -> Iterator[httpx.Client]:
-    first, second = tritons
-    env = {"TRITON_PROBE_S": "0.5", "MAX_IN_FLIGHT": str(CLIENTS)}
-    url, _ = start_gateway(f"{first.grpc_url},{second.grpc_url}", env)
-    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
+    with gateway_over(tritons, start_gateway) as client:
         yield client
 
 
-def test_both_serve_and_a_model_on_one_goes_there(
+def test_both_serve_under_load(
     http: httpx.Client, tritons: tuple[LocalTriton, LocalTriton]
 ) -> None:
     first, second = tritons
@@ -100,11 +107,26 @@ def test_both_serve_and_a_model_on_one_goes_there(
     served = (inferences(first, "lesion_classifier"), inferences(second, "lesion_classifier"))
     assert sum(served) == BURST
     assert min(served) >= BURST // 4, f"one Triton took almost everything: {served}"
-    assert burst(http, "lung_segmenter", 8) == [200] * 8
-    assert inferences(second, "lung_segmenter") == 8
     listed = {m["name"]: m for m in http.get("/models").json()["models"]}
-    assert listed["lesion_classifier"]["ready"] and listed["lung_segmenter"]["ready"]
+    assert listed["lesion_classifier"]["ready"]
     assert http.get("/health/ready").status_code == 200
+
+
+def test_a_model_on_one_triton_goes_only_there(
+    start_triton: StartTriton, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    first, second = pair(
+        start_triton,
+        repository(tmp_path, "a", ["lesion_classifier"]),
+        repository(tmp_path, "b", ["lesion_classifier", "lung_segmenter"]),
+    )
+    with gateway_over((first, second), start_gateway) as client:
+        assert burst(client, "lung_segmenter", 8) == [200] * 8
+        assert inferences(second, "lung_segmenter") == 8
+        assert burst(client, "lesion_classifier", 8) == [200] * 8
+        assert min(inferences(t, "lesion_classifier") for t in (first, second)) >= 2
+        listed = {m["name"]: m for m in client.get("/models").json()["models"]}
+        assert listed["lung_segmenter"]["ready"]
 
 
 def test_a_killed_triton_costs_only_its_requests_and_rejoins(

@@ -27,6 +27,13 @@ pytestmark = pytest.mark.anyio
 
 FIRST, SECOND = "first-key-value", "second-key-value"
 ENTRIES = f"ci:sha256:{digest(FIRST)},viewer:sha256:{digest(SECOND)}"
+PROTECTED = [
+    "/invocations",
+    "/models/lesion_classifier/invocations",
+    "/dicomweb/invocations",
+    "/models/lesion_classifier/dicomweb/invocations",
+    "/viewer/render",
+]
 OPEN = ["/ping", "/health/live", "/health/ready", "/metrics", "/models", "/openapi.json", "/docs"]
 
 
@@ -68,7 +75,7 @@ async def test_protected_routes_refuse_without_a_key_and_take_each_key(
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.audit")
     async with serving(app_for(settings)) as client:
-        for path in ["/invocations", "/viewer/render", "/dicomweb/invocations"]:
+        for path in PROTECTED:
             refused = await client.post(path, **flavor_request("a.png"))
             error = assert_error(refused, 401, "unauthorized")
             assert "Authorization: Bearer" in error["message"] and "X-API-Key" in error["message"]
@@ -109,6 +116,17 @@ async def test_protected_routes_refuse_without_a_key_and_take_each_key(
         "a.png" in r.getMessage() or "a.png" in json.dumps(r.__dict__, default=str)
         for r in caplog.records
     )
+
+
+async def test_every_protected_route_takes_each_key(settings: Settings) -> None:
+    """Past the key check with each key; what follows may refuse the request for its own
+    reasons (DICOMweb is off here, a.png is not a real PNG), never with a 401."""
+    async with serving(app_for(settings)) as client:
+        for path in PROTECTED:
+            for key in (FIRST, SECOND):
+                request = flavor_request("a.png")
+                past = await client.post(path, headers={"X-API-Key": key}, **request)
+                assert past.status_code != 401, (path, past.text)
 
 
 async def test_without_keys_everything_is_open_and_audited_as_no_key(
