@@ -40,7 +40,7 @@ from gateway.outputs.sources import load_sources
 from gateway.outputs.writer import dicom_file
 from gateway.readers.matching import check_uploads
 from gateway.request import InferenceRequest, StageObserver
-from gateway.service import service_of
+from gateway.service import model_info, service_of
 from gateway.uploads import (
     Form,
     FormLimits,
@@ -67,7 +67,7 @@ async def invoke(request: Request) -> Response:
     await catalog.pipeline(model_name)
     answer, producer = Output.AICOCO, None
     if wanted is not Output.AICOCO:
-        info = next(m for m in await catalog.describe() if m.name == model_name)
+        info = await model_info(catalog, model_name)
         answer, producer = resolve(wanted, model_name, info.task), producer_of(info, __version__)
 
     stages = _StageTimes(service.metrics, model_name)

@@ -59,3 +59,9 @@ def service_of(connection: HTTPConnection) -> Service:
     service = connection.state.service
     assert isinstance(service, Service), "the app's lifespan did not run"
     return service
+
+
+async def model_info(catalog: Catalog, name: str) -> ModelInfo:
+    """What the catalog says of one model; a model it does not list (a custom pipeline's, say)
+    is described by its name alone: task unknown, version unknown."""
+    return next((m for m in await catalog.describe() if m.name == name), ModelInfo(name=name))

@@ -30,7 +30,7 @@ from gateway.outputs.writer import DicomResult, dicom_file
 from gateway.readers.selection import NOT_IMAGES, Candidate, choose, json_getter
 from gateway.request import InferenceRequest, Upload
 from gateway.schemas import PacsInvocation, PacsResult, StoredInstance
-from gateway.service import Service, service_of
+from gateway.service import Service, model_info, service_of
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -45,7 +45,7 @@ async def invoke_from_pacs(request: Request) -> Response:
     model_name: str = request.path_params.get("name", service.settings.default_model)
     asked = await _read_invocation(request, service)
     await service.catalog.pipeline(model_name)
-    info = next(m for m in await service.catalog.describe() if m.name == model_name)
+    info = await model_info(service.catalog, model_name)
     output = resolve(Output(asked.output), model_name, info.task) if asked.store else None
     study = asked.study_instance_uid
     series = asked.series_instance_uid or await _choose_series(pacs, study, asked.min_slices)

@@ -7,7 +7,8 @@ What goes where (PS3.16 TID 1500 and the templates it includes):
   confidence and regressions as measurements;
 - each image's categories and regressions (classification, regression) -> TID 1501 groups
   whose source image is that frame: one per category found (its Finding), one for the values;
-- the series-level ones (``meta``) -> the same groups without a source image.
+- the series-level ones (``meta``) -> the same groups without a source image;
+- nothing found -> one empty group per image, naming it: the model looked and found nothing.
 
 Categories and regressions that declare no code (``finding_type`` on a category, ``concept``
 on a regression, as ``{"value", "scheme", "meaning"}``) get a private code of their name.
@@ -93,6 +94,19 @@ def measurement_report(document: AiCOCOOutput, sources: Sources, producer: Produ
         producer,
         None,
     )
+    if not groups:
+        # Nothing found is a result too: one group per image says which images the model looked
+        # at (TID 1500 needs at least one group, highdicom insists).
+        groups = [
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=hd.UID(), identifier=f"image {image.id}: no finding"
+                ),
+                algorithm_id=producer.sr_algorithm(),
+                source_images=[_group_source(sources.frames[image.id])],
+            )
+            for image in document.images
+        ]
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -105,8 +119,7 @@ def measurement_report(document: AiCOCOOutput, sources: Sources, producer: Produ
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=_PROCEDURES.get(sources.modality, _IMAGING_PROCEDURE),
-        imaging_measurements=groups or None,
-        referenced_images=None if groups else sources.instances,
+        imaging_measurements=groups,
     )
     return hd.sr.Comprehensive3DSR(
         evidence=sources.instances,

@@ -330,3 +330,31 @@ def test_the_send_command_saves_a_dicom_answer(
     assert done.stdout.strip() == str(target)
     assert pydicom.dcmread(target).Modality == "SEG"
     validate(target.read_bytes(), tmp_path)
+
+
+def test_nothing_found_is_a_valid_sr(http: httpx.Client, tmp_path: Path) -> None:
+    """A clear chest: no category, no box; the SR still says which image was looked at."""
+    clear = phantom_slice(np.random.default_rng(8), 512, lesions=0)
+    paths = make_ct_series(tmp_path / "clear", clear.hu[None], spacing=(1.0, 0.7, 0.7), seed=5)
+    document, result = both(http, "lesion_classifier", paths, "sr", tmp_path)
+    assert document["images"][0]["category_ids"] == []
+    (group,) = report_of(result).get_image_measurement_groups()
+    assert group.finding_type is None
+    assert group.tracking_identifier.endswith("no finding")
+
+
+def test_nothing_found_is_a_valid_seg(http: httpx.Client, tmp_path: Path) -> None:
+    """Air only: no mask; the SEG still has its segments, with empty frames."""
+    air = np.full((1, 128, 128), -1000, np.int16)
+    paths = make_ct_series(tmp_path / "air", air, seed=6)
+    document, result = both(http, "lesion_segmenter_3d", paths, "seg", tmp_path)
+    assert document["annotations"] == []
+    seg = hd.seg.Segmentation.from_dataset(result)
+    assert [seg.get_segment_description(n).segment_label for n in seg.segment_numbers] == [
+        "lung",
+        "nodule",
+    ]
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[uid_of(paths[0])], segment_numbers=list(seg.segment_numbers)
+    )
+    assert not pixels.any()
