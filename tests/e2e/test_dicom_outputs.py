@@ -340,7 +340,7 @@ def test_nothing_found_is_a_valid_sr(http: httpx.Client, tmp_path: Path) -> None
     assert document["images"][0]["category_ids"] == []
     (group,) = report_of(result).get_image_measurement_groups()
     assert group.finding_type is None
-    assert group.tracking_identifier.endswith("no finding")
+    assert str(group.tracking_identifier).endswith("no finding")
 
 
 def test_nothing_found_is_a_valid_seg(http: httpx.Client, tmp_path: Path) -> None:

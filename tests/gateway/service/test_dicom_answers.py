@@ -45,7 +45,9 @@ async def test_a_model_the_catalog_does_not_list_still_gets_an_sr(tmp_path: Path
         e for e in report.ContributingEquipmentSequence if e.Manufacturer == "aicoco-gateway"
     ]
     assert equipment.ManufacturerModelName == "custom"
-    (group,) = hd.sr.Comprehensive3DSR.from_dataset(report).content.get_image_measurement_groups()
+    content = hd.sr.Comprehensive3DSR.from_dataset(report).content
+    assert isinstance(content, hd.sr.MeasurementReport)
+    (group,) = content.get_image_measurement_groups()
     assert group.tracking_identifier == "image a: no finding"
     assert group.finding_type is None and not group.get_measurements()
     (source,) = group.source_images
