@@ -45,7 +45,6 @@ from gateway.workers import CpuPool
 
 logger = logging.getLogger("gateway")
 access_logger = logging.getLogger("gateway.access")
-audit_logger = logging.getLogger("gateway.audit")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 READY_TIMEOUT_S = 5.0
@@ -304,18 +303,6 @@ class RequestContextMiddleware:
         code = scope.get("state", {}).get("error_code")
         if code is not None:
             self.metrics.errors.labels(code=code).inc()
-        record = scope.get("state", {}).get(AUDIT)
-        if record is not None:
-            # One line per request on a protected route: who (key id), what (route, model), how
-            # much (files, bytes), with what outcome. Never a file name, a UID or a tag value.
-            fields = {"key": None, "model": None, "files": 0, "bytes": 0, **record}
-            audit_logger.info(
-                "audit %s %s %s",
-                fields["key"],
-                template,
-                status,
-                extra={"audit": True, "route": template, "status": status, **fields},
-            )
         quiet = template in _PROBE_ROUTES and status < 400
         level = logging.DEBUG if quiet else logging.INFO
         if not access_logger.isEnabledFor(level):
@@ -329,4 +316,11 @@ class RequestContextMiddleware:
         }
         if code is not None:
             extra["error_code"] = code
+        record = scope.get("state", {}).get(AUDIT)
+        if record is not None:
+            # A protected route's line is its audit line too: who (the key's id), what (the
+            # model), how much (files, bytes), with what outcome. Never a file name, a UID or a
+            # tag value.
+            extra.update({"audit": True, "key": None, "model": None, "files": 0, "bytes": 0})
+            extra.update(record)
         access_logger.log(level, "%s %s %s", method, scope["path"], status, extra=extra)

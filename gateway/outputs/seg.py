@@ -18,7 +18,8 @@ from aicoco import AiCOCOOutput
 from aicoco.masks import polygons_to_mask
 from aicoco.models import AiCategory, AiRLE
 from aicoco.rle import decode
-from gateway.outputs.producer import Producer, declared_code
+from gateway.errors import InvalidModelOutput
+from gateway.outputs.producer import MANUFACTURER, Producer, declared_code
 from gateway.outputs.sources import Sources
 
 SERIES_NUMBER = 9101
@@ -32,7 +33,13 @@ def segmentation(document: AiCOCOOutput, sources: Sources, producer: Producer) -
     images = _frame_order(document, sources)
     position = {image_id: z for z, image_id in enumerate(images)}
     first = sources.instances[0]
-    shape = (len(images), int(first.Rows), int(first.Columns), max(len(segments), 1))
+    if not segments:
+        raise InvalidModelOutput(
+            f"model '{producer.model}' answered a segmentation without categories: a SEG needs "
+            "at least one segment",
+            details={"model": producer.model},
+        )
+    shape = (len(images), int(first.Rows), int(first.Columns), len(segments))
     masks = np.zeros(shape, dtype=bool)
     objects = {obj.id: obj for obj in document.objects}
     for annotation in document.annotations:
@@ -60,14 +67,14 @@ def segmentation(document: AiCOCOOutput, sources: Sources, producer: Producer) -
     multi_frame = sources.frames[images[0]].number is not None
     return hd.seg.Segmentation(
         source_images=[first] if multi_frame else [sources.frames[i].instance for i in images],
-        pixel_array=masks[..., : len(segments)] if segments else masks,
+        pixel_array=masks,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=hd.UID(),
         series_number=SERIES_NUMBER,
         sop_instance_uid=hd.UID(),
         instance_number=1,
-        manufacturer="aicoco-gateway",
+        manufacturer=MANUFACTURER,
         manufacturer_model_name=producer.model,
         software_versions=producer.service_version,
         device_serial_number=producer.model_version,

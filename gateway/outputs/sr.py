@@ -26,7 +26,13 @@ from pydicom.sr.coding import Code
 
 from aicoco import AiCOCOOutput
 from aicoco.models import AiCategory, AiRegression, AiRegressionItem
-from gateway.outputs.producer import Producer, declared_code, private_code, ucum
+from gateway.outputs.producer import (
+    MANUFACTURER,
+    Producer,
+    declared_code,
+    private_code,
+    ucum,
+)
 from gateway.outputs.seg import most_specific
 from gateway.outputs.sources import Frame, Sources
 
@@ -112,7 +118,7 @@ def measurement_report(document: AiCOCOOutput, sources: Sources, producer: Produ
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=hd.UID(),
             name=producer.model,
-            manufacturer_name="aicoco-gateway",
+            manufacturer_name=MANUFACTURER,
             model_name=producer.model,
         ),
     )
@@ -128,7 +134,7 @@ def measurement_report(document: AiCOCOOutput, sources: Sources, producer: Produ
         series_number=SERIES_NUMBER,
         sop_instance_uid=hd.UID(),
         instance_number=1,
-        manufacturer="aicoco-gateway",
+        manufacturer=MANUFACTURER,
         is_complete=True,
         series_description=f"AI results: {producer.model}"[:64],
         contributing_equipment=[producer.equipment()],

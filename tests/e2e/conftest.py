@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from triton_local import free_port
+from triton_local import LocalTriton, free_port
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0
@@ -106,3 +106,15 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartGat
             gateway.stop()
         for gateway in started:
             assert gateway.process.returncode == 0, gateway.log_tail()
+
+
+TIMEOUT_S = 300.0
+"""Bounds a request so a hung gateway fails the test instead of the run; not a measurement."""
+
+
+@pytest.fixture(scope="module")
+def http(triton: LocalTriton, start_gateway: StartGateway) -> Iterator[httpx.Client]:
+    """A client of a gateway with default settings on the session's local Triton."""
+    url, _ = start_gateway(triton.grpc_url, {})
+    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
+        yield client

@@ -13,7 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,8 @@ from PIL import Image
 
 import gateway
 from aicoco.masks import polygons_to_mask
-from tests.e2e.conftest import StartGateway
 from tests.factories import make_ct_series
 from training.phantoms import phantom_slice, phantom_volume
-from triton_local import LocalTriton
 
 pytestmark = pytest.mark.e2e
 
@@ -50,13 +48,6 @@ def validate(content: bytes, tmp_path: Path) -> None:
     checked = subprocess.run([program, str(path)], capture_output=True, text=True, timeout=60)
     errors = [line for line in (checked.stdout + checked.stderr).splitlines() if "Error" in line]
     assert not errors, "\n".join(errors)
-
-
-@pytest.fixture(scope="module")
-def http(triton: LocalTriton, start_gateway: StartGateway) -> Iterator[httpx.Client]:
-    url, _ = start_gateway(triton.grpc_url, {})
-    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

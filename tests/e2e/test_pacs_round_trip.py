@@ -28,6 +28,7 @@ import pytest
 from tests.e2e.conftest import StartGateway
 from tests.e2e.test_dicom_outputs import (
     aicoco_masks,
+    error_of,
     finding_names,
     findings,
     report_of,
@@ -273,13 +274,6 @@ def test_without_store_nothing_is_written(
     assert answer["aicoco"]["images"][0]["regressions"]
     with orthanc.rest() as client:
         assert len(client.get("/instances").json()) == before
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    return str(error["message"])
 
 
 def test_unknown_study_bad_requests_and_a_study_with_no_fitting_series(

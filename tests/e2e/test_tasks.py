@@ -55,13 +55,6 @@ File = tuple[str, bytes]
 
 
 @pytest.fixture(scope="module")
-def http(triton: LocalTriton, start_gateway: StartGateway) -> Iterator[httpx.Client]:
-    url, _ = start_gateway(triton.grpc_url, {})
-    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def flavor_http(triton: LocalTriton, start_gateway: StartGateway) -> Iterator[httpx.Client]:
     """A gateway serving ``lung_segmenter`` through the ported FLaVor example instead."""
     url, _ = start_gateway(triton.grpc_url, {"PIPELINES": FLAVOR_EXAMPLE})
