@@ -51,13 +51,15 @@ async def invoke_from_pacs(request: Request) -> Response:
     series = asked.series_instance_uid or await _choose_series(pacs, study, asked.min_slices)
     with upload_folder(service.settings.upload_dir) as folder:
         with service.uploads.slot():
-            paths = await pacs.retrieve(
+            # A client that hangs up stops the retrieval too, not only the inference.
+            retrieval = pacs.retrieve(
                 study,
                 series,
                 folder,
                 max_bytes=service.settings.max_request_bytes,
                 max_files=service.settings.max_files,
             )
+            paths = await unless_disconnected(request.receive, retrieval)
         fetched = sum(path.stat().st_size for path in paths)
         service.metrics.upload_bytes.inc(fetched)
         audit(request).update(model=model_name, files=len(paths), bytes=fetched)
