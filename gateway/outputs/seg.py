@@ -1,7 +1,8 @@
 """An AiCOCO segmentation document as one DICOM Segmentation (PS3.3 A.51), with highdicom.
 
-One segment per drawn category: each category that is no other's supercategory (``lung`` groups
-``left_lung`` and ``right_lung``; the two are the segments), numbered in the document's order.
+One segment per drawn category: each displayed category that is no other's supercategory
+(``lung`` groups ``left_lung`` and ``right_lung``; the two are the segments), numbered in the
+document's order.
 An object's pixels go to its most specific category. The masks are the document's own, drawn
 from its polygons or RLEs on each source frame, so the SEG equals the AiCOCO answer voxel for
 voxel. Models answer thresholded masks, so the SEG is BINARY.
@@ -87,9 +88,14 @@ def segmentation(document: AiCOCOOutput, sources: Sources, producer: Producer) -
 
 
 def segment_categories(document: AiCOCOOutput) -> list[AiCategory]:
-    """The categories that are no other category's supercategory, in the document's order."""
+    """The drawn categories, in the document's order: displayed (``display`` is not false)
+    and no other category's supercategory."""
     parents = {c.supercategory_id for c in document.categories if c.supercategory_id}
-    return [c for c in document.categories if c.id not in parents]
+    return [
+        c
+        for c in document.categories
+        if c.id not in parents and (c.model_extra or {}).get("display") is not False
+    ]
 
 
 def most_specific(category_ids: list[str] | None, document: AiCOCOOutput) -> AiCategory | None:

@@ -10,7 +10,9 @@ import highdicom as hd
 import pydicom
 import pytest
 
+from aicoco import AiCOCOOutput
 from gateway.app import create_app
+from gateway.outputs.seg import segment_categories
 from gateway.schemas import ModelInfo
 from gateway.settings import Settings
 from tests.factories import pydicom_file
@@ -52,3 +54,18 @@ async def test_a_model_the_catalog_does_not_list_still_gets_an_sr(tmp_path: Path
     assert group.finding_type is None and not group.get_measurements()
     (source,) = group.source_images
     assert source.referenced_sop_instance_uid == pydicom.dcmread(io.BytesIO(ct)).SOPInstanceUID
+
+
+def test_segments_are_the_displayed_leaf_categories() -> None:
+    document = AiCOCOOutput.model_validate(
+        {
+            "images": [{"id": "i", "file_name": "a.dcm", "index": 0}],
+            "categories": [
+                {"id": "lung", "name": "lung"},
+                {"id": "left", "name": "left_lung", "supercategory_id": "lung"},
+                {"id": "right", "name": "right_lung", "supercategory_id": "lung"},
+                {"id": "hidden", "name": "background", "display": False},
+            ],
+        }
+    )
+    assert [c.name for c in segment_categories(document)] == ["left_lung", "right_lung"]
