@@ -7,10 +7,10 @@ FLaVor does) is wrong for tilted and sagittal/coronal series, where z can be con
 against the slice order. When any file lacks position or orientation, InstanceNumber orders the
 slices; when that is missing too, the entries' ``index`` does.
 
-Checks, each a 422 ``inconsistent_series`` naming the files: one SeriesInstanceUID (a localizer
-or a second series mixed in is the usual cause of a bad 3-D result), one size, grayscale or colour
-throughout, one orientation (within 1e-3 of each cosine), no two slices at one position (within
-1e-3 mm along the normal), and no gap wider than 1.5 times the median spacing (missing slices).
+Files of several series never get here: :mod:`gateway.readers.selection` has chosen one. Checks,
+each a 422 ``inconsistent_series`` naming the files: one size, grayscale or colour throughout,
+one orientation (within 1e-3 of each cosine), no two slices at one position (within 1e-3 mm
+along the normal), and no gap wider than 1.5 times the median spacing (missing slices).
 Unevenly spaced but complete series are accepted; the z spacing reported is the median.
 """
 
@@ -41,8 +41,7 @@ class SeriesOrder:
 
 
 def check_series(headers: Sequence[DicomHeader]) -> None:
-    """Refuse files that cannot be one volume: several series, sizes or colour models."""
-    _one_value(headers, lambda h: h.series_uid, "SeriesInstanceUID", skip_missing=True)
+    """Refuse files that cannot be one volume: several sizes or colour models."""
     _one_value(headers, lambda h: f"{h.rows} x {h.columns}", "size (Rows x Columns)")
     _one_value(headers, lambda h: "colour" if h.is_color else "grayscale", "colour model")
 
@@ -110,18 +109,11 @@ def _by_position(headers: Sequence[DicomHeader]) -> SeriesOrder:
 
 
 def _one_value(
-    headers: Sequence[DicomHeader],
-    value: Callable[[DicomHeader], str | None],
-    what: str,
-    *,
-    skip_missing: bool = False,
+    headers: Sequence[DicomHeader], value: Callable[[DicomHeader], str | None], what: str
 ) -> None:
     groups: dict[str, list[str]] = defaultdict(list)
     for header in headers:
-        key = value(header)
-        if key is None and skip_missing:
-            continue
-        groups[str(key)].append(header.file_name)
+        groups[str(value(header))].append(header.file_name)
     if len(groups) > 1:
         described = "; ".join(
             f"{key}: {len(names)} file(s), e.g. '{names[0]}'" for key, names in groups.items()
