@@ -49,6 +49,19 @@ class Producer:
         )
 
 
+def new_instance(series_number: int, description: str) -> dict[str, Any]:
+    """What every result instance gets: a new series (results are never added to the source
+    series) of one instance, and the manufacturer."""
+    return {
+        "series_instance_uid": hd.UID(),
+        "series_number": series_number,
+        "sop_instance_uid": hd.UID(),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+        "series_description": description[:64],
+    }
+
+
 def declared_code(spec: Mapping[str, Any], key: str, default: Code) -> Code:
     """A code a category declares under ``key`` as ``{"value", "scheme", "meaning"}`` or
     ``[value, scheme, meaning]``, else ``default``."""

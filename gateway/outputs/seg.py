@@ -20,7 +20,7 @@ from aicoco.masks import polygons_to_mask
 from aicoco.models import AiCategory, AiRLE
 from aicoco.rle import decode
 from gateway.errors import InvalidModelOutput
-from gateway.outputs.producer import MANUFACTURER, Producer, declared_code
+from gateway.outputs.producer import Producer, declared_code, new_instance
 from gateway.outputs.sources import Sources
 
 SERIES_NUMBER = 9101
@@ -71,19 +71,14 @@ def segmentation(document: AiCOCOOutput, sources: Sources, producer: Producer) -
         pixel_array=masks,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=SERIES_NUMBER,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         manufacturer_model_name=producer.model,
         software_versions=producer.service_version,
         device_serial_number=producer.model_version,
         content_label="AI_SEGMENTATION",
         content_description=f"{producer.model} {producer.model_version}",
-        series_description=f"AI segmentation: {producer.model}"[:64],
         omit_empty_frames=bool(masks.any()),
         contributing_equipment=[producer.equipment()],
+        **new_instance(SERIES_NUMBER, f"AI segmentation: {producer.model}"),
     )
 
 

@@ -30,6 +30,7 @@ from gateway.outputs.producer import (
     MANUFACTURER,
     Producer,
     declared_code,
+    new_instance,
     private_code,
     ucum,
 )
@@ -130,14 +131,9 @@ def measurement_report(document: AiCOCOOutput, sources: Sources, producer: Produ
     return hd.sr.Comprehensive3DSR(
         evidence=sources.instances,
         content=report,
-        series_instance_uid=hd.UID(),
-        series_number=SERIES_NUMBER,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         is_complete=True,
-        series_description=f"AI results: {producer.model}"[:64],
         contributing_equipment=[producer.equipment()],
+        **new_instance(SERIES_NUMBER, f"AI results: {producer.model}"),
     )
 
 
