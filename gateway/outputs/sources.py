@@ -15,9 +15,10 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from aicoco import AiImage
-from gateway.errors import DicomInputRequired, InconsistentSeries
+from gateway.errors import DicomInputRequired
 from gateway.readers.base import unreadable
 from gateway.readers.detect import FileKind, detect
+from gateway.readers.selection import chosen_series
 from gateway.request import Upload
 
 _TYPE_2 = {
@@ -70,16 +71,12 @@ def load_sources(images: Sequence[AiImage], uploads: Mapping[str, Upload], outpu
                 details={"file_name": name},
             )
         instances[name] = _header(upload)
-    series = {str(ds.get("SeriesInstanceUID", "")) for ds in instances.values()}
-    if len(series) > 1:
-        raise InconsistentSeries(
-            f"output={output} answers one DICOM object for one series, and the files come from "
-            f"{len(series)} series: send one series per request",
-            details={"series": sorted(series)},
-        )
+    # A whole study uploaded: the result is of the series the reader runs the model on.
+    names = list(instances)
+    kept = [names[i] for i in chosen_series([instances[name] for name in names])]
     frames: dict[str, Frame] = {}
-    for name, entries in by_file.items():
-        instance = instances[name]
+    for name in kept:
+        instance, entries = instances[name], by_file[name]
         count = int(instance.get("NumberOfFrames", 1) or 1)
         if count == 1:
             frames.update((entry.id, Frame(instance, None)) for entry in entries)
@@ -92,7 +89,7 @@ def load_sources(images: Sequence[AiImage], uploads: Mapping[str, Upload], outpu
             )
         ordered = sorted(entries, key=lambda entry: entry.index)
         frames.update((entry.id, Frame(instance, z + 1)) for z, entry in enumerate(ordered))
-    return Sources(list(instances.values()), frames)
+    return Sources([instances[name] for name in kept], frames)
 
 
 def _header(upload: Upload) -> Dataset:

@@ -29,7 +29,7 @@ from gateway.readers.base import ImageSet, ReadLimits
 from gateway.readers.detect import FileKind, detect
 from gateway.readers.limits import VoxelBudget
 from gateway.readers.matching import FileEntries, match
-from gateway.readers.selection import Candidate, choose, dataset_getter
+from gateway.readers.selection import chosen_series
 from gateway.readers.series import check_series, order_series
 from gateway.readers.stack import StackBuilder
 from gateway.request import Upload
@@ -134,16 +134,7 @@ def _one_series(
     pairs: Sequence[FileEntries], headers: Sequence[dicom.DicomHeader]
 ) -> tuple[Sequence[FileEntries], Sequence[dicom.DicomHeader]]:
     """Files of several series: the one :mod:`gateway.readers.selection` chooses, alone."""
-    groups: dict[str, list[int]] = {}
-    for i, header in enumerate(headers):
-        groups.setdefault(header.series_uid or "", []).append(i)
-    if len(groups) == 1:
-        return pairs, headers
-    chosen = choose(
-        Candidate.of(uid, [dataset_getter(headers[i].dataset) for i in members])
-        for uid, members in groups.items()
-    )
-    keep = groups[chosen.uid]
+    keep = chosen_series([header.dataset for header in headers])
     return [pairs[i] for i in keep], [headers[i] for i in keep]
 
 

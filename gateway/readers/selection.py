@@ -116,6 +116,21 @@ def choose(candidates: Iterable[Candidate], min_slices: int = 1) -> Candidate:
     )
 
 
+def chosen_series(datasets: Sequence[Dataset]) -> list[int]:
+    """Positions of the datasets that belong to the series the rules choose (all of them when
+    they are one series): what an upload of a whole study is read, and answered, as."""
+    groups: dict[str, list[int]] = {}
+    for i, dataset in enumerate(datasets):
+        groups.setdefault(str(dataset.get("SeriesInstanceUID") or ""), []).append(i)
+    if len(groups) == 1:
+        return list(range(len(datasets)))
+    chosen = choose(
+        Candidate.of(uid, [dataset_getter(datasets[i]) for i in members])
+        for uid, members in groups.items()
+    )
+    return groups[chosen.uid]
+
+
 def _slices(count: int) -> str:
     return "1 slice" if count == 1 else f"{count} slices"
 

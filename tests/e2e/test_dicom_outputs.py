@@ -349,3 +349,23 @@ def test_nothing_found_is_a_valid_seg(http: httpx.Client, tmp_path: Path) -> Non
         source_sop_instance_uids=[uid_of(paths[0])], segment_numbers=list(seg.segment_numbers)
     )
     assert not pixels.any()
+
+
+def test_a_study_uploaded_whole_gets_the_seg_of_the_chosen_series(
+    http: httpx.Client, series: list[Path], tmp_path: Path
+) -> None:
+    """The series rules pick the volume over a scout for the SEG too, as for the AiCOCO answer
+    (this was a 422 inconsistent_series)."""
+    scouts = make_ct_series(tmp_path / "scout", np.full((2, 64, 64), -1000, np.int16), seed=30)
+    renamed = []
+    for k, scout in enumerate(scouts):
+        ds = pydicom.dcmread(scout)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        renamed.append(scout.with_name(f"scout_{k}.dcm"))
+        ds.save_as(renamed[-1])
+    scouts = renamed
+    document, result = both(http, "lesion_segmenter_3d", [*series, *scouts], "seg", tmp_path)
+    assert {image["file_name"] for image in document["images"]} == {p.name for p in series}
+    seg = hd.seg.Segmentation.from_dataset(result)
+    referenced = {uid for _, _, uid in seg.get_source_image_uids()}
+    assert referenced == {uid_of(path) for path in series}
