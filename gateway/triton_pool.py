@@ -50,10 +50,10 @@ class _Member:
     up: bool = True
     """Optimistic until the first probe or call says otherwise."""
     models: frozenset[str] = frozenset()
-    probed: bool = False
+    """The models its last probe found READY; none until its first probe."""
 
     def serves(self, model: str | None) -> bool:
-        return self.up and (model is None or not self.probed or model in self.models)
+        return self.up and (model is None or model in self.models)
 
 
 async def resolve_addresses(host: str, port: int) -> list[str]:
@@ -143,7 +143,6 @@ class TritonPool:
         except InferenceServerException:
             ready, index = False, {}
         member.up = ready
-        member.probed = True
         member.models = frozenset(
             str(entry.get("name", ""))
             for entry in index.get("models", [])
