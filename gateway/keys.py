@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -49,11 +50,15 @@ def parse_entries(text: str, separator: str | None) -> tuple[ApiKey, ...]:
                 "(python -m gateway new-key ID makes one)"
             )
         keys.append(ApiKey(match.group(1), match.group(2)))
-    ids = [key.id for key in keys]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    if repeated:
+    if repeated := repeated_ids(keys):
         raise ValueError(f"API key ids must be unique, repeated: {', '.join(repeated)}")
     return tuple(keys)
+
+
+def repeated_ids(keys: Sequence[ApiKey]) -> list[str]:
+    """The ids more than one key has: each must name one key in the audit log."""
+    ids = [key.id for key in keys]
+    return sorted({i for i in ids if ids.count(i) > 1})
 
 
 def new_key(key_id: str) -> tuple[str, str]:

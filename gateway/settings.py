@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
-from gateway.keys import ApiKey, parse_entries
+from gateway.keys import ApiKey, parse_entries, repeated_ids
 
 T = TypeVar("T")
 Parser = Callable[[str, str], T]
@@ -409,9 +409,7 @@ class Settings:
     def __post_init__(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise SettingsError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
-        ids = [key.id for key in self.keys]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
-        if repeated:
+        if repeated := repeated_ids(self.keys):
             raise SettingsError(
                 f"API_KEYS and API_KEYS_FILE name the same key id twice: {', '.join(repeated)}"
             )
