@@ -42,9 +42,9 @@ def segmentation(document: AiCOCOOutput, sources: Sources, producer: Producer) -
         )
     shape = (len(images), int(first.Rows), int(first.Columns), len(segments))
     masks = np.zeros(shape, dtype=bool)
-    objects = {obj.id: obj for obj in document.objects}
+    category_of = object_categories(document)
     for annotation in document.annotations:
-        category = most_specific(objects[annotation.object_id].category_ids, document)
+        category = category_of[annotation.object_id]
         if category is None or category.id not in number or annotation.segmentation is None:
             continue
         z = position[annotation.image_id]
@@ -93,11 +93,15 @@ def segment_categories(document: AiCOCOOutput) -> list[AiCategory]:
     ]
 
 
-def most_specific(category_ids: list[str] | None, document: AiCOCOOutput) -> AiCategory | None:
+def object_categories(document: AiCOCOOutput) -> dict[str, AiCategory | None]:
+    """Each object's most specific category (none of its other categories' child), by id."""
     by_id = {c.id: c for c in document.categories}
-    own = [by_id[i] for i in category_ids or () if i in by_id]
-    parents = {c.supercategory_id for c in own}
-    return next((c for c in own if c.id not in parents), own[0] if own else None)
+    found: dict[str, AiCategory | None] = {}
+    for obj in document.objects:
+        own = [by_id[i] for i in obj.category_ids or () if i in by_id]
+        parents = {c.supercategory_id for c in own}
+        found[obj.id] = next((c for c in own if c.id not in parents), own[0] if own else None)
+    return found
 
 
 def _frame_order(document: AiCOCOOutput, sources: Sources) -> list[str]:

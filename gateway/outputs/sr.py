@@ -34,7 +34,7 @@ from gateway.outputs.producer import (
     private_code,
     ucum,
 )
-from gateway.outputs.seg import most_specific
+from gateway.outputs.seg import object_categories
 from gateway.outputs.sources import Frame, Sources
 
 SERIES_NUMBER = 9102
@@ -51,9 +51,10 @@ def measurement_report(document: AiCOCOOutput, sources: Sources, producer: Produ
         | hd.sr.MeasurementsAndQualitativeEvaluations
     ] = []
     objects = {obj.id: obj for obj in document.objects}
+    category_of = object_categories(document)
     for annotation in document.annotations:
         obj = objects[annotation.object_id]
-        category = most_specific(obj.category_ids, document)
+        category = category_of[obj.id]
         frame = sources.frames[annotation.image_id]
         measurements = _measurements(obj.regressions, regressions, producer)
         confidence = (obj.model_extra or {}).get("confidence")
