@@ -41,9 +41,12 @@ LABEL org.opencontainers.image.title="aicoco-gateway" \
 
 # A fixed, unprivileged UID: files the gateway writes (uploads under /tmp) and any volume an
 # operator mounts can be owned by a known number rather than by whatever useradd picked.
+# /records: the records artifacts of tabular answers; a named volume mounted there starts with
+# this folder's owner, so the gateway can write to it.
 RUN groupadd --system --gid 10001 gateway \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin gateway
+        --shell /usr/sbin/nologin gateway \
+ && mkdir /records && chown 10001:10001 /records
 
 COPY --from=build /opt/venv /opt/venv
 COPY docker/healthcheck.py /opt/gateway/healthcheck.py

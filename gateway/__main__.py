@@ -19,8 +19,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from gateway.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from gateway.pipelines.catalog import Factories
 
 REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 RUN_DIR = Path(".run")
@@ -118,16 +122,18 @@ def _check_pipelines(settings: Settings) -> None:
         load_pipeline_class(model, target)
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, pipelines: Factories | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then let requests in progress finish."""
     from gateway import server
     from gateway.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    server.serve(settings)
+    server.serve(settings, pipelines)
 
 
-def run_local(settings: Settings, repository: Path, log_dir: Path) -> int:
+def run_local(
+    settings: Settings, repository: Path, log_dir: Path, pipelines: Factories | None = None
+) -> int:
     """The embedded default (``make run``): local Triton on free ports, then the gateway."""
     from gateway.logs import configure_logging
     from triton_local import LocalTriton, TritonStartError, TritonSupervisor
@@ -159,7 +165,7 @@ def run_local(settings: Settings, repository: Path, log_dir: Path) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            serve(settings)
+            serve(settings, pipelines)
             signal.signal(signal.SIGTERM, _exit_on_signal)
     except TritonStartError as exc:
         print(f"Triton did not start: {exc} (log: {triton_log})", file=sys.stderr)

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import viewer
 from gateway.admission import InferenceQueue, UploadGate
+from gateway.artifacts import artifact
 from gateway.auth import AUDIT, protected
 from gateway.body import Pace
 from gateway.dicomweb.client import DicomwebClient
@@ -34,7 +35,8 @@ from gateway.invocations import invoke
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document, render_docs
-from gateway.pipelines.catalog import ModelCatalog
+from gateway.pipelines.catalog import Factories, ModelCatalog
+from gateway.records import RecordsStore
 from gateway.refusals import CLOSE_CONNECTION, UnreadBodyMiddleware
 from gateway.schemas import Liveness, ModelList, Readiness
 from gateway.service import Catalog, Service, TritonHealth, service_of
@@ -60,8 +62,11 @@ def create_app(
     *,
     triton: TritonHealth | None = None,
     catalog: Catalog | None = None,
+    pipelines: Factories | None = None,
 ) -> Starlette:
-    """The gateway app. Without ``triton`` and ``catalog`` the lifespan builds the real ones."""
+    """The gateway app. Without ``triton`` and ``catalog`` the lifespan builds the real ones;
+    ``pipelines`` makes the pipelines of some models (FLaVor's ``InferAPP`` serves its class
+    through this) in place of the built-in ones and ``PIPELINES``."""
     if (triton is None) != (catalog is None):
         raise ValueError("pass both triton and catalog, or neither")
     # What the middleware needs exists before the lifespan; the rest is made by it.
@@ -72,13 +77,14 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Service]]:
         with CpuPool(settings.cpu_workers) as cpu:
             client: TritonClient | None = None
+            records = RecordsStore.of(settings)
             if triton is not None and catalog is not None:
                 health, models = triton, catalog
             else:
                 pool = TritonPool(settings.triton_url.split(","), probe_s=settings.triton_probe_s)
                 await pool.start()
                 client = TritonClient(settings.triton_url, settings.triton_timeout_s, grpc=pool)
-                health, models = client, ModelCatalog(client, settings, cpu)
+                health, models = client, ModelCatalog(client, settings, cpu, records, pipelines)
             pacs = DicomwebClient(settings) if settings.dicomweb_url else None
             service = Service(
                 settings=settings,
@@ -92,13 +98,16 @@ def create_app(
                 catalog=models,
                 triton=health,
                 openapi=openapi_document(settings),
+                records=records,
                 pacs=pacs,
             )
+            sweeper = asyncio.create_task(_sweep_records(records, cpu))
             try:
                 await _warm_up(service)
                 yield {"service": service}
             finally:
                 logger.info("shutting down")
+                sweeper.cancel()
                 if client is not None:
                     await client.close()
                 if pacs is not None:
@@ -107,6 +116,7 @@ def create_app(
     routes = [
         # protected(): the routes that take or return patient data need an API key, if any.
         Route("/invocations", protected(invoke), methods=["POST"]),
+        Route("/invocations/artifacts/{name}", protected(artifact), methods=["GET"]),
         Route("/models/{name}/invocations", protected(invoke), methods=["POST"]),
         Route("/dicomweb/invocations", protected(invoke_from_pacs), methods=["POST"]),
         Route("/models/{name}/dicomweb/invocations", protected(invoke_from_pacs), methods=["POST"]),
@@ -129,6 +139,17 @@ def create_app(
     # Outermost: it must see every response, the error pages of the middleware above included.
     app.add_middleware(UnreadBodyMiddleware, pace=pace)
     return app
+
+
+async def _sweep_records(records: RecordsStore, cpu: CpuPool) -> None:
+    """Retention runs on a timer too, so an idle gateway still lets its artifacts expire."""
+    period = min(60.0, max(1.0, records.retention_s / 10))
+    while True:
+        try:
+            await cpu.run(records.sweep)
+        except OSError as exc:
+            logger.warning("records sweep failed: %s", exc)
+        await asyncio.sleep(period)
 
 
 async def _warm_up(service: Service) -> None:

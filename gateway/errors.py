@@ -21,12 +21,15 @@ The tree, by HTTP status (catch a parent to catch its children)::
     ├── ModelNotFound                    404 model_not_found
     ├── RouteNotFound                    404 not_found
     ├── StudyNotFound                    404 study_not_found
+    ├── ArtifactNotFound                 404 artifact_not_found
     ├── MethodNotAllowed                 405 method_not_allowed
     ├── UploadTimeout                    408 upload_timeout (closes the connection)
     ├── PayloadTooLarge                  413 payload_too_large
     │   ├── TooManyFiles                     too_many_files
-    │   └── ImageTooLarge                    image_too_large
+    │   ├── ImageTooLarge                    image_too_large
+    │   └── TableTooLarge                    table_too_large
     ├── UnsupportedFileType              415 unsupported_file_type
+    ├── UnsupportedTableFormat           415 unsupported_table_format
     ├── UnsupportedMediaType             415 unsupported_media_type
     ├── InvalidInput                     422 invalid_input
     │   ├── InvalidAiCOCO                    invalid_aicoco
@@ -35,7 +38,12 @@ The tree, by HTTP status (catch a parent to catch its children)::
     │   ├── InconsistentSeries               inconsistent_series
     │   ├── UnsupportedImage                 unsupported_image
     │   ├── DicomInputRequired               dicom_input_required
-    │   └── NoSuitableSeries                 no_suitable_series
+    │   ├── NoSuitableSeries                 no_suitable_series
+    │   ├── WrongInputKind                   wrong_input_kind
+    │   ├── InvalidTable                     invalid_table
+    │   ├── TableColumnMismatch              table_columns
+    │   ├── TableValueError                  table_value
+    │   └── TableWindowMismatch              table_window
     ├── InternalError                    500 internal_error
     ├── InvalidModelOutput               500 invalid_model_output
     ├── InvalidModelConfig               500 invalid_model_config
@@ -221,6 +229,17 @@ class StudyNotFound(ApiError):
     fix = "Check the UIDs against the PACS; the message names the one it lacks."
 
 
+class ArtifactNotFound(ApiError):
+    status = 404
+    code = "artifact_not_found"
+    when = (
+        "GET /invocations/artifacts/{name}: no such records artifact, a name outside "
+        "records_<21 characters>.jsonl, or one removed after RECORDS_RETENTION_S or by "
+        "RECORDS_MAX_BYTES."
+    )
+    fix = "Fetch the href of a recent answer soon after it; run the request again if it expired."
+
+
 class MethodNotAllowed(ApiError):
     status = 405
     code = "method_not_allowed"
@@ -265,12 +284,28 @@ class ImageTooLarge(PayloadTooLarge):
     fix = "Downsample or crop the images, or raise the limits."
 
 
+class TableTooLarge(PayloadTooLarge):
+    code = "table_too_large"
+    when = (
+        "A table is over a bound: bytes (MAX_TABLE_BYTES), rows (MAX_TABLE_ROWS), columns "
+        "(MAX_TABLE_COLUMNS) or characters in one cell (MAX_TABLE_CELL_CHARS)."
+    )
+    fix = "Split the table over several requests, or raise the limit the message names."
+
+
 # 415
 class UnsupportedFileType(ApiError):
     status = 415
     code = "unsupported_file_type"
     when = "A file is not DICOM, NIfTI (.nii, .nii.gz), PNG or JPEG."
     fix = "Convert the file to one of the supported formats."
+
+
+class UnsupportedTableFormat(ApiError):
+    status = 415
+    code = "unsupported_table_format"
+    when = "A table is not CSV (.csv) or TSV (.tsv): a spreadsheet (.xlsx, .xls, .ods) or other."
+    fix = "Export the sheet as UTF-8 CSV."
 
 
 class UnsupportedMediaType(ApiError):
@@ -349,6 +384,50 @@ class NoSuitableSeries(InvalidInput):
         "an image modality, not a localizer or secondary capture, one orientation, enough slices."
     )
     fix = "The message names each series and why it was passed over; name the series to use."
+
+
+class WrongInputKind(InvalidInput):
+    code = "wrong_input_kind"
+    when = (
+        "The request's kind does not fit the model: tables sent to an image model, images to "
+        "a tabular one, a hybrid image without table_ids, or table_ids naming no table."
+    )
+    fix = "GET /models/{name} gives the model's task; send images, tables, or both as it takes."
+
+
+class InvalidTable(InvalidInput):
+    code = "invalid_table"
+    when = (
+        "A table cannot be read as CSV: no header, no data rows, a row with more or fewer "
+        "cells than the header, text that is not UTF-8, a quote left open."
+    )
+    fix = "Re-export the table as UTF-8 CSV with one header line; details name the file and line."
+
+
+class TableColumnMismatch(InvalidInput):
+    code = "table_columns"
+    when = (
+        "A table's header lacks a column the model declares, has one it does not, or repeats one."
+    )
+    fix = "Send exactly the model's columns (GET /models/{name}), in any order."
+
+
+class TableValueError(InvalidInput):
+    code = "table_value"
+    when = (
+        "A cell is not of its column's declared type: text where a number is declared, an "
+        "empty cell, NaN or infinity, a fraction in an integer column."
+    )
+    fix = "Fix the cell that details name (file, line, column), or impute missing values first."
+
+
+class TableWindowMismatch(InvalidInput):
+    code = "table_window"
+    when = (
+        "meta.window_size differs from the model's, or a table's rows are not a multiple of "
+        "it (a window must be whole), or a hybrid image's table has another number of rows."
+    )
+    fix = "Send the model's window_size and whole windows of rows."
 
 
 # 5xx

@@ -28,7 +28,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from aicoco import AiImage, IdGenerator
+from aicoco import AiCOCOOutput, AiImage, IdGenerator
+from aicoco.tables import AiTable
 from gateway import __version__
 from gateway.auth import audit
 from gateway.body import receive_body
@@ -39,6 +40,7 @@ from gateway.outputs.choice import DICOM_MEDIA_TYPE, Output, producer_of, reques
 from gateway.outputs.sources import load_sources
 from gateway.outputs.writer import dicom_file
 from gateway.readers.matching import check_uploads
+from gateway.readers.tables import TableLimits, check_table_size, table_format
 from gateway.request import InferenceRequest, StageObserver
 from gateway.service import model_info, service_of
 from gateway.uploads import (
@@ -52,6 +54,7 @@ from gateway.uploads import (
 T = TypeVar("T")
 
 IMAGES_FIELD = "images"
+TABLES_FIELD = "tables"
 DATA_FIELD = "data"
 MAX_REPORTED_ERRORS = 20
 
@@ -82,6 +85,7 @@ async def invoke(request: Request) -> Response:
             request_id=request.state.request_id,
             model_name=model_name,
             observe=stages.observe,
+            table_limits=TableLimits.of(settings),
         )
         # A DICOM answer references its sources: checked before the request waits for a slot.
         sources = None
@@ -99,6 +103,7 @@ async def invoke(request: Request) -> Response:
                 with inference.stage("format"):
                     if sources is None or producer is None:
                         return await service.cpu.run(output.to_json_bytes)
+                    assert isinstance(output, AiCOCOOutput), "resolve() refused other tasks"
                     result = await service.cpu.run(dicom_file, answer, output, sources, producer)
                     return result.content
 
@@ -217,56 +222,134 @@ def _remove_folder(folder: Path) -> None:
 
 
 def build_request(
-    form: Form, *, request_id: str, model_name: str, observe: StageObserver | None
+    form: Form,
+    *,
+    request_id: str,
+    model_name: str,
+    observe: StageObserver | None,
+    table_limits: TableLimits | None = None,
 ) -> InferenceRequest:
     """Validate the fields against the AiCOCO format and pair the files with the entries."""
-    images, fields = parse_entries(form)
+    images, tables, fields = parse_all_entries(form, table_limits)
     return InferenceRequest(
         request_id=request_id,
         model_name=model_name,
         images=images,
         uploads=form.uploads,
         fields=fields,
+        tables=tables,
         ids=IdGenerator(),
         observe=observe,
     )
 
 
 def parse_entries(form: Form) -> tuple[list[AiImage], dict[str, Any]]:
-    """The validated ``images`` entries, paired with the uploads, and the other fields."""
-    fields = {name: parse_field(name, text) for name, text in form.fields.items()}
-    images = _validate_images(_take_images(fields))
+    """The validated ``images`` entries, paired with the uploads, and the other fields, for
+    the routes that take images only."""
+    fields = _fields(form)
+    images = _validate_images(_take(fields, IMAGES_FIELD))
     check_uploads((image.file_name for image in images), form.uploads)
     return images, fields
 
 
-def _take_images(fields: dict[str, Any]) -> Any:
-    """Remove and return the images list, from ``images`` or else from the ``data`` variant."""
-    if IMAGES_FIELD in fields:
-        return fields.pop(IMAGES_FIELD)
-    if DATA_FIELD not in fields:
+def parse_all_entries(
+    form: Form, table_limits: TableLimits | None = None
+) -> tuple[list[AiImage], list[AiTable], dict[str, Any]]:
+    """The ``images`` and ``tables`` entries (one of them at least), paired with the uploads by
+    the same exact-name rule, and the other fields.
+
+    The cheap checks of the tables run here, before the request waits for a slot: the format
+    (415 for a spreadsheet) and, given ``table_limits``, the byte bound (413).
+    """
+    fields = _fields(form)
+    raw_tables = fields.pop(TABLES_FIELD, None)
+    tables = _validate_tables(raw_tables) if raw_tables is not None else []
+    images: list[AiImage] = []
+    if IMAGES_FIELD in fields or not tables:
+        images = _validate_images(_take(fields, IMAGES_FIELD))
+    both = sorted({i.file_name for i in images} & {t.file_name for t in tables})
+    if both:
         raise InvalidAiCOCO(
-            f"no images entries: send an '{IMAGES_FIELD}' field holding the JSON list of AiCOCO "
-            f"image entries (or a '{DATA_FIELD}' part holding {{\"images\": [...]}})"
+            f"{both[0]!r} is named by an images entry and a tables entry; a file is one or the "
+            "other",
+            details={"file_name": both[0]},
         )
+    named = [image.file_name for image in images] + [table.file_name for table in tables]
+    check_uploads(named, form.uploads)
+    for table in tables:
+        upload = form.uploads[table.file_name]
+        table_format(upload)
+        if table_limits is not None:
+            check_table_size(upload, table_limits)
+    return images, tables, fields
+
+
+def _fields(form: Form) -> dict[str, Any]:
+    """Every field, parsed; the single-part ``data`` variant's keys become fields when the
+    entries are not fields themselves."""
+    fields = {name: parse_field(name, text) for name, text in form.fields.items()}
+    if DATA_FIELD not in fields or IMAGES_FIELD in fields or TABLES_FIELD in fields:
+        return fields  # with the entries as fields, 'data' is one more field
     data = fields.pop(DATA_FIELD)
     if not isinstance(data, dict):
         raise InvalidAiCOCO(
             f"the '{DATA_FIELD}' part must be a JSON object like {{\"images\": [...]}}, "
             f"got {_json_type(data)}"
         )
-    if IMAGES_FIELD not in data:
-        raise InvalidAiCOCO(f"the '{DATA_FIELD}' object has no '{IMAGES_FIELD}' list")
+    if IMAGES_FIELD not in data and TABLES_FIELD not in data:
+        raise InvalidAiCOCO(
+            f"the '{DATA_FIELD}' object has no '{IMAGES_FIELD}' (or '{TABLES_FIELD}') list"
+        )
     for key, value in data.items():
-        if key == IMAGES_FIELD:
-            continue
         if key in fields:
             raise InvalidInput(
                 f"{key!r} is sent both as a field and inside '{DATA_FIELD}'; send it once",
                 details={"field": key},
             )
         fields[key] = value
-    return data[IMAGES_FIELD]
+    return fields
+
+
+def _take(fields: dict[str, Any], name: str) -> Any:
+    if name not in fields:
+        raise InvalidAiCOCO(
+            f"no images entries: send an '{IMAGES_FIELD}' field holding the JSON list of AiCOCO "
+            f"image entries (or a '{DATA_FIELD}' part holding {{\"images\": [...]}}); a tabular "
+            f"model takes a '{TABLES_FIELD}' field instead"
+        )
+    return fields.pop(name)
+
+
+def _validate_tables(raw: Any) -> list[AiTable]:
+    if not isinstance(raw, list):
+        raise InvalidAiCOCO(
+            f"'{TABLES_FIELD}' must be a JSON list of table entries, got {_json_type(raw)}"
+        )
+    if not raw:
+        raise InvalidAiCOCO(f"'{TABLES_FIELD}' is empty: send one entry per table file")
+    tables: list[AiTable] = []
+    for position, entry in enumerate(raw):
+        try:
+            tables.append(AiTable.model_validate(entry))
+        except ValidationError as exc:
+            error = exc.errors(include_url=False, include_input=False)[0]
+            where = "".join(
+                f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
+            )
+            raise InvalidAiCOCO(
+                f"invalid AiCOCO table entry: {TABLES_FIELD}[{position}]{where}: {error['msg']}",
+                details={"location": f"{TABLES_FIELD}[{position}]{where}"},
+            ) from None
+    for key in ("id", "file_name"):
+        values = [getattr(table, key) for table in tables]
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise InvalidAiCOCO(
+                f"two tables entries have the {key} {repeated[0]!r}; each table is one file "
+                "with its own id",
+                details={key: repeated[0]},
+            )
+    return tables
 
 
 def _validate_images(raw: Any) -> list[AiImage]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from aicoco import AiCOCOOutput, AiImage, IdGenerator
+from aicoco import AiImage, IdGenerator
+from aicoco.tables import AiTable
 
 StageObserver = Callable[[str, float], None]
 """Called with a stage name (parse, read, preprocess, triton, postprocess, format) and seconds."""
@@ -40,6 +41,8 @@ class InferenceRequest:
     """Uploads by exact file name."""
     fields: dict[str, Any] = field(default_factory=dict)
     """Every other top-level field of the request (``meta`` and unknown keys), parsed JSON."""
+    tables: list[AiTable] = field(default_factory=list)
+    """The validated ``tables`` entries (tabular and hybrid requests), in the client's order."""
     ids: IdGenerator = field(default_factory=IdGenerator)
     observe: StageObserver | None = None
 
@@ -54,7 +57,13 @@ class InferenceRequest:
                 self.observe(name, time.perf_counter() - start)
 
 
+class Document(Protocol):
+    """An answer: the image, tabular or hybrid AiCOCO document."""
+
+    def to_json_bytes(self) -> bytes: ...
+
+
 class Pipeline(Protocol):
     """What the HTTP layer calls: one request in, one AiCOCO document out."""
 
-    async def __call__(self, request: InferenceRequest) -> AiCOCOOutput: ...
+    async def __call__(self, request: InferenceRequest) -> Document: ...

@@ -40,6 +40,9 @@ class ModelInfo(_Documented):
     """Why the model cannot serve: Triton's load error or the gateway's configuration check."""
     pipeline: str = "builtin"
     """`builtin` or the custom pipeline's `package.module:Class`."""
+    table: dict[str, Any] | None = None
+    """Tabular and hybrid models: the columns they take (name, dtype, in order) and the
+    `window_size`."""
 
 
 class ModelList(_Documented):

@@ -47,7 +47,8 @@ from gateway.app import create_app
 from gateway.errors import MalformedRequest
 from gateway.logs import configure_logging
 from gateway.metrics import MULTIPROCESS_DIR
-from gateway.settings import Settings
+from gateway.pipelines.catalog import Factories
+from gateway.settings import Settings, SettingsError
 
 GRACEFUL_TIMEOUT_S = 10.0
 """On SIGINT/SIGTERM, requests in progress get this long to finish."""
@@ -93,13 +94,20 @@ class JSONErrorH11Protocol(H11Protocol):
         )
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, pipelines: Factories | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then let requests in progress finish; with ``WORKERS``
-    above 1, in that many supervised processes."""
+    above 1, in that many supervised processes. ``pipelines`` (objects of this process, as
+    FLaVor's ``InferAPP`` gives) need ``WORKERS=1``: worker processes cannot share them."""
     if settings.workers == 1:
         setattr(hypercorn.protocol, "H11Protocol", JSONErrorH11Protocol)  # noqa: B010
-        asyncio.run(_serve(settings, None))
+        asyncio.run(_serve(settings, None, pipelines))
         return
+    if pipelines:
+        raise SettingsError(
+            f"WORKERS={settings.workers}: a program that hands the gateway its own pipeline "
+            "objects (InferAPP) serves in one process; set WORKERS=1, or name the class in "
+            "PIPELINES to serve it from several"
+        )
     _Supervisor(settings).run()
 
 
@@ -118,12 +126,14 @@ def _config(settings: Settings) -> Config:
     return config
 
 
-async def _serve(settings: Settings, sockets: Sockets | None) -> None:
+async def _serve(
+    settings: Settings, sockets: Sockets | None, pipelines: Factories | None = None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    app = cast(ASGIFramework, create_app(settings))
+    app = cast(ASGIFramework, create_app(settings, pipelines=pipelines))
     config = _config(settings)
     await worker_serve(
         wrap_app(app, config.wsgi_max_body_size, "asgi"),

@@ -17,6 +17,7 @@ from gateway.admission import InferenceQueue, UploadGate
 from gateway.body import Pace
 from gateway.dicomweb.client import DicomwebClient
 from gateway.metrics import Metrics
+from gateway.records import RecordsStore
 from gateway.request import Pipeline
 from gateway.schemas import ModelInfo
 from gateway.settings import Settings
@@ -51,6 +52,8 @@ class Service:
     triton: TritonHealth
     openapi: dict[str, Any]
     """``/openapi.json``, built once per app from its settings."""
+    records: RecordsStore
+    """Where tabular answers' records artifacts are written and served from."""
     pacs: DicomwebClient | None = None
     """The PACS's DICOMweb client; None when DICOMWEB_URL is not set."""
 

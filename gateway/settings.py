@@ -246,6 +246,16 @@ def _directory(name: str, raw: str) -> Path:
     return path
 
 
+def _folder(name: str, raw: str) -> Path:
+    """A folder the gateway makes if it is missing (its parent must exist)."""
+    path = Path(raw).expanduser()
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise SettingsError(f"{name}: the folder {path.parent} does not exist, got {raw!r}")
+        return path
+    return _directory(name, raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     port: int = setting(9111, parse=_port, help="TCP port the gateway listens on.")
@@ -350,6 +360,39 @@ class Settings:
         parse=_directory,
         shown="system temp",
         help="Uploads go to one folder per request here, always removed.",
+    )
+    max_table_bytes: int = setting(
+        1024**3,
+        parse=_byte_size,
+        shown="1GiB",
+        help="Largest table file (CSV or TSV) in a request.",
+    )
+    max_table_rows: int = setting(
+        10_000_000, parse=_positive_int, help="Most data rows in one table."
+    )
+    max_table_columns: int = setting(
+        4096, parse=_positive_int, help="Most columns in one table's header."
+    )
+    max_table_cell_chars: int = setting(
+        4096, parse=_positive_int, help="Most characters in one table cell."
+    )
+    records_dir: Path = setting(
+        factory=lambda: Path(tempfile.gettempdir()) / "aicoco-records",
+        parse=_folder,
+        shown="`aicoco-records` in system temp",
+        help="Where tabular answers' records artifacts are written (made if missing); a volume "
+        "shared by the replicas lets any of them serve any href.",
+    )
+    records_retention_s: float = setting(
+        3600.0,
+        parse=_positive_float,
+        help="Records artifacts older than this are removed (their href then answers 404).",
+    )
+    records_max_bytes: int = setting(
+        4 * 1024**3,
+        parse=_byte_size,
+        shown="4GiB",
+        help="Most bytes of records artifacts kept; past it the oldest are removed first.",
     )
     dicomweb_url: str = setting(
         "",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from training.phantoms import FIELD_OF_VIEW_MM, LARGE_NODULE_MM, LUNG_WINDOW
 
@@ -53,9 +53,15 @@ class ModelCard:
     2 CPU cores, 2000 us against 0 cost 4 to 5 ms of p50 at concurrency 1, 18 % of throughput
     at concurrency 8 and 2 ms of Triton CPU per request; 100 us was no better."""
 
+    card_file: ClassVar[str] = "training/cards.py"
+
     @property
     def input(self) -> TensorSpec:
         return TensorSpec("image", "TYPE_FP32", (1, self.size, self.size))
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return (self.input,)
 
     def parameters(self) -> dict[str, str]:
         """The ``aicoco.*`` parameters, each a JSON string as the gateway parses it."""
@@ -90,7 +96,30 @@ def _tensor_block(tensors: tuple[TensorSpec, ...]) -> str:
     return "[\n" + ",\n".join(entries) + "\n]"
 
 
-def render_config(card: ModelCard) -> str:
+class Configured(Protocol):
+    """What a ``config.pbtxt`` is written from: an image card or a table card."""
+
+    card_file: ClassVar[str]
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_batch_size(self) -> int: ...
+
+    @property
+    def queue_delay_us(self) -> int: ...
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]: ...
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]: ...
+
+    def parameters(self) -> dict[str, str]: ...
+
+
+def render_config(card: Configured) -> str:
     """``config.pbtxt`` text. JSON values are single-quoted so they need no escaping."""
     parameters = []
     for key, value in card.parameters().items():
@@ -100,11 +129,11 @@ def render_config(card: ModelCard) -> str:
             f"  {{\n    key: \"{key}\"\n    value: {{ string_value: '{value}' }}\n  }}"
         )
     return (
-        f"# Written by `python -m training` from training/cards.py: edit the card, not this file.\n"
+        f"# Written by `python -m training` from {card.card_file}: edit the card, not this file.\n"
         f'name: "{card.name}"\n'
         f'backend: "onnxruntime"\n'
         f"max_batch_size: {card.max_batch_size}\n"
-        f"input {_tensor_block((card.input,))}\n"
+        f"input {_tensor_block(card.inputs)}\n"
         f"output {_tensor_block(card.outputs)}\n"
         "# One instance; its kind (GPU when there is one, else CPU) is left to Triton.\n"
         "instance_group [ { count: 1 } ]\n"

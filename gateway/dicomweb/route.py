@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from aicoco import AiImage, IdGenerator
+from aicoco import AiCOCOOutput, AiImage, IdGenerator
 from gateway import __version__
 from gateway.auth import audit
 from gateway.body import receive_body
@@ -83,6 +83,8 @@ async def invoke_from_pacs(request: Request) -> Response:
                 if output is None or sources is None:
                     return body, None
                 producer = producer_of(info, __version__)
+                # Tabular and hybrid pipelines refuse a request without tables, as this one is.
+                assert isinstance(document, AiCOCOOutput)
                 return body, await service.cpu.run(dicom_file, output, document, sources, producer)
 
         document_json, result = await unless_disconnected(request.receive, infer())

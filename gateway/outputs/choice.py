@@ -40,7 +40,14 @@ def requested(output: str | None, accept: str | None) -> Output:
 
 
 def resolve(output: Output, model: str, task: str | None) -> Output:
-    """SEG or SR for ``dicom``; a SEG of a model that draws no masks is refused."""
+    """SEG or SR for ``dicom``; a SEG of a model that draws no masks is refused, and so is any
+    DICOM answer of a tabular or hybrid model (its results are records, not image findings)."""
+    if task is not None and task.startswith(("tabular_", "hybrid_")):
+        raise InvalidParameter(
+            f"'{model}' is a {task} model: its answer is AiCOCO JSON only; drop output= (or ask "
+            "for output=aicoco)",
+            details={"output": output.value, "model": model, "task": task},
+        )
     segments = task == "segmentation"
     if output is Output.DICOM:
         return Output.SEG if segments else Output.SR

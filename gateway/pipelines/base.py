@@ -36,10 +36,12 @@ from typing import Any, ClassVar, overload
 import numpy as np
 
 from aicoco import AiCOCOFormatError, AiCOCOOutput, AiImage, CategorySpec, RegressionSpec
-from gateway.errors import ApiError, InternalError, InvalidModelOutput
+from gateway.errors import ApiError, InternalError, InvalidModelOutput, WrongInputKind
 from gateway.logs import request_id_var
 from gateway.readers import ReadLimits
 from gateway.readers.matching import check_uploads
+from gateway.readers.tables import TableLimits
+from gateway.records import RecordsStore
 from gateway.request import InferenceRequest
 from gateway.triton import BatchSink, ModelConfig, TritonClient
 from gateway.workers import CpuPool
@@ -48,13 +50,15 @@ from gateway.workers import CpuPool
 @dataclass(frozen=True)
 class PipelineBinding:
     """What a pipeline instance is built for: a model, and the app's Triton client, read limits
-    and CPU pool."""
+    and CPU pool; the table limits and the records store for tabular models."""
 
     model_name: str
     triton: TritonClient
     config: ModelConfig
     limits: ReadLimits
     cpu: CpuPool
+    tables: TableLimits
+    records: RecordsStore
 
 
 _binding: ContextVar[PipelineBinding | None] = ContextVar("pipeline_binding", default=None)
@@ -246,6 +250,12 @@ class AiCOCOImagePipeline(abc.ABC):
         """
 
     async def __call__(self, request: InferenceRequest) -> AiCOCOOutput:
+        if request.tables:
+            raise WrongInputKind(
+                f"model '{self.model_name}' takes images; this request sends 'tables' (a "
+                "tabular or hybrid model takes those: GET /models lists each model's task)",
+                details={"model": self.model_name},
+            )
         images = sorted(request.images, key=lambda image: image.index)
         files, names = _files(request, images)
         fields = {k: v for k, v in request.fields.items() if k not in _RESERVED}
@@ -331,12 +341,12 @@ class _Step:
     def call(self, request: InferenceRequest) -> Any:
         args, kwargs = self.arguments()
         with request.stage(self.name), self._mapped():
-            return self.fn(*args, **_accepted(self.fn, len(args), kwargs))
+            return self.fn(*args, **accepted_keywords(self.fn, len(args), kwargs))
 
     async def call_async(self, request: InferenceRequest) -> Any:
         args, kwargs = self.arguments()
         with request.stage(self.name), self._mapped():
-            return await self.fn(*args, **_accepted(self.fn, len(args), kwargs))
+            return await self.fn(*args, **accepted_keywords(self.fn, len(args), kwargs))
 
     @contextmanager
     def _mapped(self) -> Iterator[None]:
@@ -377,7 +387,9 @@ def _run_plain(request: InferenceRequest, steps: list[_Step]) -> None:
 _RESERVED = frozenset({"files", "images", "uploads", "data", "ids"})
 
 
-def _accepted(fn: Callable[..., Any], positional: int, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def accepted_keywords(
+    fn: Callable[..., Any], positional: int, kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
     """The keywords ``fn`` accepts, less those naming a parameter the call already fills (the
     bound ``self``, the positional arguments): a client's extra field named ``self`` or ``x``
     reaches ``**kwargs`` stages only where it cannot collide."""

@@ -18,6 +18,7 @@ import asyncio
 import inspect
 import pkgutil
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +27,17 @@ from pydantic import BaseModel
 from gateway.errors import ApiError, InternalError, InvalidModelConfig
 from gateway.pipelines.base import AiCOCOImagePipeline, PipelineBinding, binding_scope
 from gateway.pipelines.builtin import builtin_pipeline
-from gateway.pipelines.params import has_aicoco_parameters
+from gateway.pipelines.hybrid import HybridPipeline
+from gateway.pipelines.params import (
+    TABLE_TASKS,
+    declared_task,
+    has_aicoco_parameters,
+    parse_table_params,
+)
+from gateway.pipelines.tabular import TABULAR, TabularPipeline
 from gateway.readers import ReadLimits
+from gateway.readers.tables import TableLimits
+from gateway.records import RecordsStore
 from gateway.request import Pipeline
 from gateway.schemas import ModelInfo
 from gateway.settings import Settings, SettingsError
@@ -35,6 +45,10 @@ from gateway.triton import ModelConfig, ModelState, TritonClient
 from gateway.workers import CpuPool
 
 READY = "READY"
+
+Factories = Mapping[str, Callable[[PipelineBinding], Pipeline]]
+"""Pipelines made from their binding by the program embedding the gateway (FLaVor's
+``InferAPP``), by model name; they take precedence over ``PIPELINES`` and the built-in ones."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +60,22 @@ class _Entry:
 class ModelCatalog:
     """Pipelines by model name; one instance per app, shared by all requests."""
 
-    def __init__(self, triton: TritonClient, settings: Settings, cpu: CpuPool) -> None:
+    def __init__(
+        self,
+        triton: TritonClient,
+        settings: Settings,
+        cpu: CpuPool,
+        records: RecordsStore | None = None,
+        factories: Factories | None = None,
+    ) -> None:
         self._triton = triton
         self._cpu = cpu
         self._limits = ReadLimits.of(settings)
+        self._tables = TableLimits.of(settings)
+        self._records = records if records is not None else RecordsStore.of(settings)
         self._targets = dict(settings.pipelines)
         self._custom = {model: load_pipeline_class(model, t) for model, t in self._targets.items()}
+        self._factories = dict(factories or {})
         self._entries: dict[str, _Entry] = {}
         self._building: dict[str, asyncio.Lock] = {}
 
@@ -73,7 +97,12 @@ class ModelCatalog:
             return pipeline
 
     def _build(self, name: str, config: ModelConfig) -> Pipeline:
-        binding = PipelineBinding(name, self._triton, config, self._limits, self._cpu)
+        binding = PipelineBinding(
+            name, self._triton, config, self._limits, self._cpu, self._tables, self._records
+        )
+        factory = self._factories.get(name)
+        if factory is not None:
+            return factory(binding)
         custom = self._custom.get(name)
         if custom is None:
             if not has_aicoco_parameters(config.parameters):
@@ -83,6 +112,8 @@ class ModelCatalog:
                     "aicoco.input (see the README) or name a pipeline class for it",
                     details={"model": name},
                 )
+            if declared_task(config.parameters) in TABLE_TASKS:
+                return table_pipeline(binding)
             return builtin_pipeline(binding)
         try:
             with binding_scope(binding):
@@ -111,7 +142,8 @@ class ModelCatalog:
             versions=sorted({s.version for s in states if s.version}, key=_version_key),
             state=_overall_state(states),
             reason="; ".join(s.reason for s in states if s.reason) or None,
-            pipeline=self._targets.get(name, "builtin"),
+            pipeline=self._targets.get(name)
+            or ("embedded" if name in self._factories else "builtin"),
         )
         if not states:
             info.reason = "not in Triton's model repository"
@@ -126,10 +158,12 @@ class ModelCatalog:
             return info
         info.ready = True
         info.task = await self._declared_task(name)
-        if isinstance(pipeline, AiCOCOImagePipeline):
+        if isinstance(pipeline, AiCOCOImagePipeline | TabularPipeline | HybridPipeline):
             info.task = pipeline.task or info.task
             info.categories = [_dump(c) for c in pipeline.categories]
             info.regressions = [_dump(r) for r in pipeline.regressions]
+        if isinstance(pipeline, TabularPipeline | HybridPipeline):
+            info.table = pipeline.params.table.model_dump(mode="json")
         return info
 
     async def _declared_task(self, name: str) -> str | None:
@@ -140,6 +174,14 @@ class ModelCatalog:
             return None
         task = config.parameters.get("aicoco.task", "").strip()
         return task or None
+
+
+def table_pipeline(binding: PipelineBinding) -> Pipeline:
+    """The built-in pipeline of a tabular or hybrid model, checked against its tensors."""
+    params = parse_table_params(binding.model_name, binding.config.parameters)
+    if params.task in TABULAR:
+        return TABULAR[params.task](binding, params)
+    return HybridPipeline(binding, params)
 
 
 def load_pipeline_class(model: str, target: str) -> type[Any]:

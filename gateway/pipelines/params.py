@@ -19,8 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aicoco import CategorySpec, RegressionSpec
 from gateway.errors import InvalidModelConfig
+from gateway.readers.tables import Column, ColumnType
 
 Task = Literal["classification", "regression", "detection", "segmentation"]
+TableTask = Literal[
+    "tabular_classification", "tabular_regression", "hybrid_classification", "hybrid_regression"
+]
+TABLE_TASKS: tuple[TableTask, ...] = (
+    "tabular_classification",
+    "tabular_regression",
+    "hybrid_classification",
+    "hybrid_regression",
+)
 
 PREFIX = "aicoco."
 TASK = "aicoco.task"
@@ -28,7 +38,8 @@ CATEGORIES = "aicoco.categories"
 REGRESSIONS = "aicoco.regressions"
 INPUT = "aicoco.input"
 OUTPUT = "aicoco.output"
-KNOWN = (TASK, CATEGORIES, REGRESSIONS, INPUT, OUTPUT)
+TABLE = "aicoco.table"
+KNOWN = (TASK, CATEGORIES, REGRESSIONS, INPUT, OUTPUT, TABLE)
 
 UnitInterval = Annotated[float, Field(ge=0.0, le=1.0)]
 """A threshold on a probability, a score or an overlap: a number in [0, 1]."""
@@ -70,6 +81,43 @@ class DetectionOutput(_Strict):
 class SegmentationOutput(_Strict):
     threshold: UnitInterval = 0.5
     instances: bool = False
+
+
+class ColumnSpec(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    dtype: ColumnType = "float"
+
+
+class TableSpec(_Strict):
+    """The table a tabular or hybrid model takes: ``features`` FP32 ``[window_size, columns]``
+    per record (tabular) or per image (hybrid), columns in this order."""
+
+    columns: Annotated[list[ColumnSpec], Field(min_length=1)]
+    window_size: Annotated[int, Field(ge=1)] = 1
+
+    @field_validator("columns")
+    @classmethod
+    def _unique(cls, columns: list[ColumnSpec]) -> list[ColumnSpec]:
+        names = [column.name for column in columns]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"duplicate column names {repeated}")
+        return columns
+
+    def reader_columns(self) -> tuple[Column, ...]:
+        return tuple(Column(column.name, column.dtype) for column in self.columns)
+
+
+class TabularClassificationOutput(_Strict):
+    threshold: UnitInterval = 0.5
+    mode: Literal["threshold", "argmax"] = "threshold"
+    """``argmax``: exactly one category per record (multiclass, one-hot); ``threshold``: each
+    category whose probability reaches it (binary, multilabel)."""
+
+
+class TabularRegressionOutput(_Strict):
+    scale: float = 1.0
+    offset: float = 0.0
 
 
 OutputSpec = ClassificationOutput | RegressionOutput | DetectionOutput | SegmentationOutput
@@ -123,9 +171,12 @@ def parse_params(model: str, parameters: Mapping[str, str]) -> ModelParams[Outpu
     unknown = sorted(k for k in parameters if k.startswith(PREFIX) and k not in KNOWN)
     if unknown:
         _fail(model, unknown[0], f"unknown parameter; the known ones are {', '.join(KNOWN)}")
-    raw_task = parameters.get(TASK, "").strip()
+    raw_task = declared_task(parameters)
     if raw_task not in _OUTPUTS:
-        _fail(model, TASK, f"must be one of {', '.join(_OUTPUTS)}, got {raw_task!r}")
+        tasks = ", ".join((*_OUTPUTS, *TABLE_TASKS))
+        _fail(model, TASK, f"must be one of {tasks}, got {raw_task!r}")
+    if TABLE in parameters:
+        _fail(model, TABLE, f"is for tabular and hybrid models; a {raw_task} model reads images")
     task = cast(Task, raw_task)
     categories = tuple(
         _validate(model, CATEGORIES, _CategoryList, _json(model, parameters, CATEGORIES, []))
@@ -142,6 +193,61 @@ def parse_params(model: str, parameters: Mapping[str, str]) -> ModelParams[Outpu
     input_spec = _model(model, INPUT, InputSpec, _json(model, parameters, INPUT, {}))
     output_spec = _model(model, OUTPUT, _OUTPUTS[task], _json(model, parameters, OUTPUT, {}))
     return ModelParams(task, categories, regressions, input_spec, output_spec)
+
+
+_TABLE_OUTPUTS: dict[str, type[_Strict]] = {
+    "tabular_classification": TabularClassificationOutput,
+    "tabular_regression": TabularRegressionOutput,
+    "hybrid_classification": ClassificationOutput,
+    "hybrid_regression": RegressionOutput,
+}
+
+
+@dataclass(frozen=True)
+class TableParams:
+    """A tabular or hybrid model's parameters; ``input`` (the image) only for hybrid ones."""
+
+    task: TableTask
+    categories: tuple[CategorySpec, ...]
+    regressions: tuple[RegressionSpec, ...]
+    table: TableSpec
+    output: _Strict
+    input: InputSpec | None
+
+
+def declared_task(parameters: Mapping[str, str]) -> str:
+    return parameters.get(TASK, "").strip()
+
+
+def parse_table_params(model: str, parameters: Mapping[str, str]) -> TableParams:
+    """The ``aicoco.*`` entries of a tabular (``aicoco.table``) or hybrid (``aicoco.table`` and
+    ``aicoco.input``) model."""
+    unknown = sorted(k for k in parameters if k.startswith(PREFIX) and k not in KNOWN)
+    if unknown:
+        _fail(model, unknown[0], f"unknown parameter; the known ones are {', '.join(KNOWN)}")
+    task = cast(TableTask, declared_task(parameters))
+    categories = tuple(
+        _validate(model, CATEGORIES, _CategoryList, _json(model, parameters, CATEGORIES, []))
+    )
+    regressions = tuple(
+        _validate(model, REGRESSIONS, _RegressionList, _json(model, parameters, REGRESSIONS, []))
+    )
+    if task.endswith("classification") and not categories:
+        _fail(model, CATEGORIES, f"a {task} model needs at least one category")
+    if task.endswith("regression") and not regressions:
+        _fail(model, REGRESSIONS, f"a {task} model needs at least one regression")
+    if TABLE not in parameters:
+        _fail(model, TABLE, 'is required, e.g. {"columns": [{"name": "age"}], "window_size": 1}')
+    table = _model(model, TABLE, TableSpec, _json(model, parameters, TABLE, {}))
+    input_spec = None
+    if task.startswith("hybrid"):
+        if INPUT not in parameters:
+            _fail(model, INPUT, 'is required, e.g. {"size": [64, 64], "scale": "dtype"}')
+        input_spec = _model(model, INPUT, InputSpec, _json(model, parameters, INPUT, {}))
+    elif INPUT in parameters:
+        _fail(model, INPUT, f"is for image models; a {task} model reads only its table")
+    output = _model(model, OUTPUT, _TABLE_OUTPUTS[task], _json(model, parameters, OUTPUT, {}))
+    return TableParams(task, categories, regressions, table, output, input_spec)
 
 
 def _json(model: str, parameters: Mapping[str, str], key: str, default: Any) -> Any:

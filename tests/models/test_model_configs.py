@@ -14,6 +14,7 @@ from google.protobuf import text_format  # type: ignore[import-untyped]
 from tritonclient.grpc import model_config_pb2
 
 from training.cards import CARDS, ModelCard, render_config, render_readme
+from training.table_cards import TABLE_CARDS
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 NAMES = sorted(CARDS)
@@ -38,11 +39,11 @@ def _parameters(name: str) -> dict[str, Any]:
     return {key: value if key == "aicoco.task" else json.loads(value) for key, value in raw.items()}
 
 
-def test_repository_holds_exactly_the_five_models() -> None:
+def test_repository_holds_exactly_the_example_models() -> None:
     folders = sorted(p.name for p in REPOSITORY.iterdir() if p.is_dir())
-    assert folders == NAMES
+    assert folders == sorted([*NAMES, *TABLE_CARDS])
     index = (REPOSITORY / "README.md").read_text()
-    for name in NAMES:
+    for name in folders:
         assert f"[{name}]({name}/README.md)" in index
 
 

@@ -27,6 +27,8 @@ from gateway.pipelines import (
     binding_scope,
 )
 from gateway.readers import ReadLimits
+from gateway.readers.tables import TableLimits
+from gateway.records import RecordsStore
 from gateway.request import InferenceRequest, Upload
 from gateway.triton import ModelConfig, TritonClient
 from gateway.workers import CpuPool
@@ -38,14 +40,16 @@ Ts = TypeVarTuple("Ts")
 
 
 @pytest.fixture
-async def binding() -> AsyncIterator[PipelineBinding]:
+async def binding(tmp_path: Path) -> AsyncIterator[PipelineBinding]:
     """A binding whose Triton client is never contacted: the networks below run in-process (a
     gRPC channel needs a running loop, hence an async fixture)."""
     config = ModelConfig(name="toy", versions=("1",), max_batch_size=1, inputs=(), outputs=())
     client = TritonClient("127.0.0.1:1", 1.0)
     try:
         with CpuPool(1) as cpu:
-            yield PipelineBinding("toy", client, config, ReadLimits(10, 10), cpu)
+            records = RecordsStore(tmp_path / "records", retention_s=60, max_bytes=1024)
+            tables = TableLimits(1024, 10, 10, 10)
+            yield PipelineBinding("toy", client, config, ReadLimits(10, 10), cpu, tables, records)
     finally:
         await client.close()
 

@@ -146,6 +146,13 @@ def test_empty_values_mean_the_default() -> None:
         ("DICOMWEB_URL", "pacs:8042/dicom-web"),
         ("DICOMWEB_URL", "ftp://pacs/dicom-web"),
         ("DICOMWEB_TIMEOUT_S", "0"),
+        ("MAX_TABLE_BYTES", "big"),
+        ("MAX_TABLE_ROWS", "0"),
+        ("MAX_TABLE_COLUMNS", "-1"),
+        ("MAX_TABLE_CELL_CHARS", "1e3"),
+        ("RECORDS_DIR", "/no/such/parent/records"),
+        ("RECORDS_RETENTION_S", "0"),
+        ("RECORDS_MAX_BYTES", "0"),
     ],
 )
 def test_a_wrong_value_names_its_variable(name: str, raw: str) -> None:
@@ -177,6 +184,13 @@ def test_the_declarations_name_every_variable() -> None:
         "LOG_LEVEL",
         "LOG_FORMAT",
         "UPLOAD_DIR",
+        "MAX_TABLE_BYTES",
+        "MAX_TABLE_ROWS",
+        "MAX_TABLE_COLUMNS",
+        "MAX_TABLE_CELL_CHARS",
+        "RECORDS_DIR",
+        "RECORDS_RETENTION_S",
+        "RECORDS_MAX_BYTES",
         "DICOMWEB_URL",
         "DICOMWEB_USERNAME",
         "DICOMWEB_PASSWORD",
@@ -195,7 +209,7 @@ def test_the_declarations_name_every_variable() -> None:
     assert table.count("\n| `") == len(variables)
 
 
-DESCRIBED_IN_WORDS = {"CPU count", "empty", "system temp"}
+DESCRIBED_IN_WORDS = {"CPU count", "empty", "system temp", "`aicoco-records` in system temp"}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,247 @@
+"""The built-in tabular pipelines: a table in, one record per window of rows, records streamed
+to an artifact.
+
+Configured by ``aicoco.task`` ``tabular_classification`` or ``tabular_regression`` and
+``aicoco.table`` (the columns, their order and types, ``window_size``). The model takes
+``features`` FP32 ``[window_size, columns]`` per record and answers ``probabilities``
+``[categories]`` or ``values`` ``[regressions]``.
+
+A table goes to Triton in chunks of rows as it is read, and each chunk's records are written to
+the artifact as soon as Triton answers, while the next chunk is being parsed: the gateway holds
+one or two chunks, never the table or its results, so a table of a million rows needs a few
+megabytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NoReturn
+
+import numpy as np
+from pydantic import ValidationError
+
+from aicoco import CategorySpec, RegressionSpec, build_categories, build_regressions
+from aicoco.errors import AiCOCOFormatError
+from aicoco.tables import AiCOCOTabularOutput, AiTable, AiTableMeta, RecordBuilder
+from gateway.errors import (
+    InvalidAiCOCO,
+    InvalidModelConfig,
+    InvalidModelOutput,
+    TableWindowMismatch,
+    WrongInputKind,
+)
+from gateway.pipelines.base import PipelineBinding, TritonModel
+from gateway.pipelines.params import (
+    TableParams,
+    TabularClassificationOutput,
+    TabularRegressionOutput,
+)
+from gateway.readers.tables import CHUNK_ROWS, TableLimits, TableReader, no_rows
+from gateway.records import RecordsWriter
+from gateway.request import InferenceRequest
+from gateway.triton import ModelConfig, TensorSpec, dims_text
+
+FEATURES = "features"
+IMAGE = "image"
+
+
+class TabularPipeline:
+    """Shared by both tasks: read, window, infer, write records. Subclasses turn one batch of
+    model outputs into the array :class:`~aicoco.tables.RecordBuilder` takes."""
+
+    task: ClassVar[str]
+    vector: ClassVar[str]
+
+    def __init__(self, binding: PipelineBinding, params: TableParams) -> None:
+        self.binding = binding
+        self.params = params
+        self.records = binding.records
+        self.network = TritonModel(binding.model_name, client=binding.triton)
+        self.categories: list[CategorySpec] = list(params.categories)
+        self.regressions: list[RegressionSpec] = list(params.regressions)
+        self.columns = params.table.reader_columns()
+        window, width = params.table.window_size, len(self.columns)
+        check_tensor(binding.config, FEATURES, "input", (window, width))
+        declared = len(self.categories) or len(self.regressions)
+        check_tensor(binding.config, self.vector, "output", (declared,))
+        extra = [s.name for s in binding.config.inputs if s.name != FEATURES and not s.optional]
+        if extra:
+            config_error(binding.model_name, f"has inputs {extra} that a tabular model cannot fill")
+
+    @property
+    def model_name(self) -> str:
+        return self.binding.model_name
+
+    @property
+    def table_limits(self) -> TableLimits:
+        return self.binding.tables
+
+    async def __call__(self, request: InferenceRequest) -> AiCOCOTabularOutput:
+        if request.images or not request.tables:
+            raise WrongInputKind(
+                f"model '{self.model_name}' is a {self.task} model: send 'tables' entries and "
+                "their table files, and no 'images'",
+                details={"model": self.model_name},
+            )
+        meta = table_meta(request.fields.get("meta"))
+        window = self.params.table.window_size
+        if meta.window_size != window:
+            raise TableWindowMismatch(
+                f"meta.window_size is {meta.window_size}; model '{self.model_name}' takes "
+                f"windows of {window} row(s)",
+                details={"model": self.model_name, "window_size": window},
+            )
+        ids = request.ids
+        categories = build_categories(self.categories, ids)
+        regressions = build_regressions(self.regressions, ids)
+        with self.records.writer() as writer:
+            for table in request.tables:
+                builder = RecordBuilder(
+                    table.id,
+                    window,
+                    categories=categories,
+                    regressions=regressions,
+                    declared_categories=len(self.categories) or None,
+                    declared_regressions=len(self.regressions) or None,
+                    ids=ids,
+                )
+                with request.stage("triton"):
+                    await self._table(request, table, builder, writer)
+        return AiCOCOTabularOutput(
+            tables=request.tables,
+            categories=categories,
+            regressions=regressions,
+            records=writer.reference(),
+            meta=meta,
+        )
+
+    async def _table(
+        self,
+        request: InferenceRequest,
+        table: AiTable,
+        builder: RecordBuilder,
+        writer: RecordsWriter,
+    ) -> None:
+        """One table, chunk by chunk: chunk k+1 is parsed while Triton answers chunk k."""
+        cpu = self.binding.cpu
+        upload = request.uploads[table.file_name]
+        window = self.params.table.window_size
+        rows = max(window, CHUNK_ROWS - CHUNK_ROWS % window)
+        reader = await cpu.run(TableReader, upload, self.columns, self.table_limits)
+        try:
+            pending: asyncio.Future[Any] = asyncio.ensure_future(cpu.run(reader.read, rows))
+            while True:
+                chunk = await pending
+                if chunk is None:
+                    break
+                pending = asyncio.ensure_future(cpu.run(reader.read, rows))
+                if len(chunk) % window:
+                    self._partial_window(reader, window)
+                out = await self.network.infer(
+                    {FEATURES: chunk.reshape(-1, window, chunk.shape[1])}
+                )
+                await cpu.run(self._write, builder, writer, out)
+            if reader.rows == 0:
+                raise no_rows(reader.file_name)
+        finally:
+            if not pending.done():
+                pending.cancel()
+                await asyncio.wait({pending})
+            reader.close()
+
+    def _write(
+        self, builder: RecordBuilder, writer: RecordsWriter, out: Mapping[str, np.ndarray]
+    ) -> None:
+        values = out[self.vector]
+        try:
+            lines = builder.lines(self.decide(values))
+        except AiCOCOFormatError as exc:
+            raise InvalidModelOutput(
+                f"the output of model '{self.model_name}': {exc}",
+                details={"model": self.model_name},
+            ) from None
+        writer.write(lines, len(values))
+
+    def decide(self, values: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _partial_window(self, reader: TableReader, window: int) -> NoReturn:
+        raise TableWindowMismatch(
+            f"the table {reader.file_name!r} has {reader.rows} data rows, not a multiple of "
+            f"window_size {window}: each record takes {window} consecutive rows",
+            details={"file_name": reader.file_name, "rows": reader.rows, "window_size": window},
+        )
+
+
+class TabularClassificationPipeline(TabularPipeline):
+    task = "tabular_classification"
+    vector = "probabilities"
+
+    def decide(self, values: np.ndarray) -> np.ndarray:
+        spec = self.params.output
+        assert isinstance(spec, TabularClassificationOutput)
+        if spec.mode == "argmax":
+            hits = np.zeros(values.shape, dtype=bool)
+            hits[np.arange(len(values)), values.argmax(axis=1)] = True
+            return hits
+        return values >= spec.threshold
+
+
+class TabularRegressionPipeline(TabularPipeline):
+    task = "tabular_regression"
+    vector = "values"
+
+    def decide(self, values: np.ndarray) -> np.ndarray:
+        spec = self.params.output
+        assert isinstance(spec, TabularRegressionOutput)
+        return values.astype(np.float64) * spec.scale + spec.offset
+
+
+def table_meta(raw: Any) -> AiTableMeta:
+    """The request's ``meta`` of a tabular request: ``window_size`` required, as in FLaVor."""
+    if raw is None:
+        raise InvalidAiCOCO(
+            "a tabular request needs a 'meta' field such as {\"window_size\": 1}",
+            details={"field": "meta"},
+        )
+    try:
+        return AiTableMeta.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise InvalidAiCOCO(
+            f"invalid meta: {where or 'meta'}: {error['msg']} (window_size is a whole number "
+            "of rows, at least 1)",
+            details={"field": "meta"},
+        ) from None
+
+
+TABULAR: dict[str, type[TabularPipeline]] = {
+    cls.task: cls for cls in (TabularClassificationPipeline, TabularRegressionPipeline)
+}
+
+
+def check_tensor(config: ModelConfig, name: str, kind: str, shape: Sequence[int]) -> TensorSpec:
+    specs = config.inputs if kind == "input" else config.outputs
+    spec = next((s for s in specs if s.name == name), None)
+    if spec is None:
+        config_error(
+            config.name, f"needs an {kind} named '{name}'; it has {[s.name for s in specs]}"
+        )
+    if config.max_batch_size < 1:
+        config_error(config.name, "max_batch_size must be at least 1: records go in batches")
+    fits = len(spec.shape) == len(shape) and all(
+        have < 0 or have == want for have, want in zip(spec.shape, shape, strict=True)
+    )
+    if spec.datatype != "FP32" or not fits:
+        config_error(
+            config.name,
+            f"{kind} '{name}' is {spec.describe()}; its aicoco parameters need FP32 "
+            f"{dims_text(tuple(shape))}",
+        )
+    return spec
+
+
+def config_error(model: str, problem: str) -> NoReturn:
+    raise InvalidModelConfig(f"model '{model}' {problem}", details={"model": model})

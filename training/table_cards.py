@@ -1,0 +1,282 @@
+"""The tabular and hybrid example models: what each means to the gateway, and its files.
+
+As :mod:`training.cards` is for the image models, a :class:`TableCard` is the one source of its
+folder's ``config.pbtxt`` and README; numpy-free and torch-free, so the tests compare the
+committed files with the cards.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from training.cards import MetricRow, TensorSpec, render_config
+from training.phantoms import LUNG_WINDOW
+from training.tables import (
+    CLINICAL_COLUMNS,
+    CLINICAL_INTEGERS,
+    HOUSING_COLUMNS,
+    WINE_COLUMNS,
+    WINE_GRADES,
+)
+
+__all__ = ["TABLE_CARDS", "TableCard", "render_table_config", "render_table_readme"]
+
+
+@dataclass(frozen=True)
+class TableCard:
+    name: str
+    task: str
+    summary: str
+    data: str
+    """Where the training table comes from, for the README."""
+    columns: tuple[tuple[str, str], ...]
+    """``(name, dtype)`` in the order of the ``features`` tensor."""
+    outputs: tuple[TensorSpec, ...]
+    output: Mapping[str, Any]
+    description: str
+    metrics: tuple[MetricRow, ...]
+    baseline: str
+    """What the baseline column of the README's table is."""
+    categories: tuple[Mapping[str, Any], ...] = ()
+    regressions: tuple[Mapping[str, Any], ...] = ()
+    window_size: int = 1
+    image_size: int | None = None
+    """Hybrid models: the image side, as ``aicoco.input.size``."""
+    max_batch_size: int = 4096
+    queue_delay_us: int = 0
+    card_file: ClassVar[str] = "training/table_cards.py"
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        features = TensorSpec("features", "TYPE_FP32", (self.window_size, len(self.columns)))
+        if self.image_size is None:
+            return (features,)
+        return (TensorSpec("image", "TYPE_FP32", (1, self.image_size, self.image_size)), features)
+
+    def parameters(self) -> dict[str, str]:
+        values: dict[str, Any] = {"aicoco.task": self.task}
+        if self.categories:
+            values["aicoco.categories"] = [dict(c) for c in self.categories]
+        if self.regressions:
+            values["aicoco.regressions"] = [dict(r) for r in self.regressions]
+        values["aicoco.table"] = {
+            "columns": [{"name": name, "dtype": dtype} for name, dtype in self.columns],
+            "window_size": self.window_size,
+        }
+        if self.image_size is not None:
+            values["aicoco.input"] = {
+                "size": [self.image_size, self.image_size],
+                "window": list(LUNG_WINDOW),
+                "scale": "dtype",
+                "dims": 2,
+            }
+        values["aicoco.output"] = dict(self.output)
+        return {
+            key: value if isinstance(value, str) else json.dumps(value)
+            for key, value in values.items()
+        }
+
+
+def render_table_config(card: TableCard) -> str:
+    return render_config(card)
+
+
+def _columns_table(card: TableCard) -> str:
+    rows = [f"| {i} | `{name}` | {dtype} |" for i, (name, dtype) in enumerate(card.columns)]
+    return "| position | column | dtype |\n|---|---|---|\n" + "\n".join(rows)
+
+
+def _outputs_table(card: TableCard) -> str:
+    rows = []
+    for channel, spec in enumerate(card.categories or card.regressions):
+        extras = ", ".join(f"{k}: {v}" for k, v in spec.items() if k != "name") or "-"
+        rows.append(f"| {channel} | `{spec['name']}` | {extras} |")
+    return "| channel | name | declared with |\n|---|---|---|\n" + "\n".join(rows)
+
+
+def _metric_table(card: TableCard, record: Mapping[str, Any]) -> str:
+    held_out = record["held_out"]
+    lines = ["| metric | model | baseline |", "|---|---|---|"]
+    for row in card.metrics:
+        values = [
+            f"{held_out[source][row.key]:.{row.digits}f}" if row.key in held_out[source] else "-"
+            for source in ("model", "baseline")
+        ]
+        lines.append(f"| {row.label} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def render_table_readme(card: TableCard, record: Mapping[str, Any]) -> str:
+    training = record["training"]
+    parameters = "\n".join(
+        f"parameters {{ key: \"{k}\" value: {{ string_value: '{v}' }} }}"
+        for k, v in card.parameters().items()
+    )
+    inputs = "\n".join(f"- `{t.name}` FP32 [{', '.join(map(str, t.dims))}]" for t in card.inputs)
+    outputs = "\n".join(f"- `{t.name}` FP32 [{', '.join(map(str, t.dims))}]" for t in card.outputs)
+    image = ""
+    if card.image_size is not None:
+        image = (
+            f"\nThe image is resized to {card.image_size} x {card.image_size}; CT in Hounsfield "
+            f"units goes through the lung window {LUNG_WINDOW[0]}/{LUNG_WINDOW[1]}, an 8-bit "
+            "image is divided by 255, as for the image models.\n"
+        )
+    return f"""# {card.name}
+
+{card.summary} Task: **{card.task}**. An example model trained on synthetic data: it shows how
+a tabular{" and image" if card.image_size else ""} model is served through the gateway. It is
+not a medical device, nor advice on {"patients" if card.image_size else "anything"}.
+
+## Training data
+
+{card.data}
+
+## Input
+
+{inputs}
+
+(+ the batch dimension: up to {card.max_batch_size} records per call, dynamic batching). Each
+record is {card.window_size} row(s) of the table, columns in this order (the gateway reorders a
+table's columns by name, and refuses a table that lacks one or has another):
+
+{_columns_table(card)}
+{image}
+## Output
+
+{outputs}
+
+{_outputs_table(card)}
+
+{card.description}
+
+## Accuracy on held-out rows
+
+{record["held_out_description"]}
+
+{_metric_table(card, record)}
+
+Baseline: {card.baseline}
+
+## Model
+
+{training["parameters"]:,} parameters, ONNX opset 17, {training["onnx_bytes"] / 1024:.0f} KiB.
+Trained for {training["steps"]} steps of {training["batch"]} rows
+({training["seconds"]:.0f} s on two CPU cores), seed {training["seed"]}.
+
+## Parameters read by the gateway
+
+```
+{parameters}
+```
+
+See `model_repository/README.md` for their meaning.
+
+## Retrain
+
+```
+make models                                   # every example model, PyTorch on CPU
+.venv-train/bin/python -m training {card.name}
+```
+"""
+
+
+_FLAVOR = "FLaVor's example request for this task (its `test_data/{}`) is answered by this model."
+
+WINE_QUALITY_CLASSIFIER = TableCard(
+    name="wine_quality_classifier",
+    task="tabular_classification",
+    summary="Which quality grade, 3 to 8, does a red wine get from its lab analysis?",
+    data=(
+        "A synthetic red-wine table (`training/tables.py`, 12,000 rows): the 11 columns of the "
+        "red-wine quality table that FLaVor's example uses, drawn near its published means and "
+        "spreads, the grade from alcohol, volatile acidity, sulphates, sulphur dioxide, citric "
+        "acid and chlorides plus noise, with the original grades' shares. "
+        + _FLAVOR.format("tabular/cls")
+    ),
+    columns=tuple((name, "float") for name in WINE_COLUMNS),
+    outputs=(TensorSpec("probabilities", "TYPE_FP32", (len(WINE_GRADES),)),),
+    categories=tuple({"name": str(grade)} for grade in WINE_GRADES),
+    output={"mode": "argmax"},
+    description=(
+        "`probabilities` are a softmax over the grades; `mode: argmax` gives each record "
+        "exactly one category (multiclass), as FLaVor's one-hot output does. The network "
+        "standardises the columns itself (the training means and spreads are in the graph), "
+        "so the raw lab values go in."
+    ),
+    metrics=(
+        MetricRow("accuracy", "accuracy"),
+        MetricRow("within one grade", "within_one"),
+        MetricRow("macro-averaged recall", "macro_recall"),
+    ),
+    baseline="always the most frequent grade of the training rows.",
+)
+
+HOUSE_VALUE_REGRESSOR = TableCard(
+    name="house_value_regressor",
+    task="tabular_regression",
+    summary="What is the median house value of a census block, in units of $100,000?",
+    data=(
+        "A synthetic housing table (`training/tables.py`, 12,000 rows): the 8 columns of the "
+        "California housing table that FLaVor's example uses, around three coastal cities and "
+        "inland, the value from income, distance to the city centre, house age and occupancy "
+        "plus noise, clipped to 0.15 to 5 as in the original. " + _FLAVOR.format("tabular/reg")
+    ),
+    columns=tuple((name, "float") for name in HOUSING_COLUMNS),
+    outputs=(TensorSpec("values", "TYPE_FP32", (1,)),),
+    regressions=({"name": "reg_value", "unit": "100k USD"},),
+    output={},
+    description=(
+        "`values` is the predicted value, in the regression's unit. The network standardises "
+        "the columns itself, so the raw block figures go in."
+    ),
+    metrics=(
+        MetricRow("mean absolute error (100k USD)", "mae"),
+        MetricRow("root mean squared error (100k USD)", "rmse"),
+        MetricRow("R squared", "r2"),
+    ),
+    baseline="the mean value of the training rows, for every block.",
+)
+
+LESION_RISK_HYBRID = TableCard(
+    name="lesion_risk_hybrid",
+    task="hybrid_classification",
+    summary=(
+        "Should a patient be referred, from a chest CT slice (a nodule or not) and the "
+        "patient's check-up results together?"
+    ),
+    data=(
+        "Synthetic patients: a CT phantom slice each (`training/phantoms.py`, half with nodules)"
+        " and a check-up row with the 22 columns of FLaVor's hybrid example "
+        "(`training/tables.py`: age, sex, height, weight, BMI, smoking, hepatitis markers, "
+        "blood pressure, HbA1c and fasting glucose, creatinine and two eGFR formulas, liver and "
+        "lipid panels, urine albumin). The label is 1 when a metabolic risk score from the row "
+        "and a nodule on the image together pass a threshold: neither alone is enough. "
+        + _FLAVOR.format("hybrid")
+    ),
+    columns=tuple(
+        (name, "int" if name in CLINICAL_INTEGERS else "float") for name in CLINICAL_COLUMNS
+    ),
+    outputs=(TensorSpec("probabilities", "TYPE_FP32", (2,)),),
+    categories=({"name": "0"}, {"name": "1"}),
+    output={"threshold": 0.5},
+    image_size=128,
+    max_batch_size=32,
+    description=(
+        "`probabilities` are a softmax over `0` (no referral) and `1` (refer); with "
+        "`threshold` 0.5 each image gets exactly one. A small convolutional branch reads the "
+        "image, a dense branch the standardised row, and a dense head both."
+    ),
+    metrics=(
+        MetricRow("accuracy", "accuracy"),
+        MetricRow("ROC AUC", "auc"),
+    ),
+    baseline="a logistic regression on the table alone (the image left out), trained on the "
+    "same rows.",
+)
+
+TABLE_CARDS = {
+    card.name: card for card in (WINE_QUALITY_CLASSIFIER, HOUSE_VALUE_REGRESSOR, LESION_RISK_HYBRID)
+}

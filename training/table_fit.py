@@ -1,0 +1,352 @@
+"""Training, export and held-out evaluation of the tabular and hybrid example models.
+
+Small dense networks (and, for the hybrid model, a small convolutional image branch) on the
+tables of :mod:`training.tables`. Each network standardises its inputs itself, with the
+training rows' means and spreads stored in the graph, so the gateway sends the raw cells.
+Evaluation runs the exported ONNX file with ONNX Runtime, as Triton does.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from training.datasets import LESION, make_slice_set, model_input
+from training.fit import ONNX_IR_VERSION, ONNX_OPSET
+from training.metrics import roc_auc
+from training.table_cards import TableCard
+from training.tables import Table, clinical_table, housing_table, hybrid_labels, wine_table
+
+log = logging.getLogger("training")
+
+BATCH = 128
+IMAGE_BATCH = 32
+TRAIN_ROWS = 12_000
+HELD_OUT_ROWS = 3_000
+HYBRID_TRAIN = 1_600
+HYBRID_HELD_OUT = 400
+
+
+@dataclass(frozen=True)
+class Result:
+    onnx_bytes: bytes
+    training: dict[str, Any]
+    evaluation: dict[str, Any]
+
+
+class Standardise(nn.Module):  # type: ignore[misc]
+    def __init__(self, values: npt.NDArray[np.float32]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.from_numpy(values.mean(axis=0)))
+        self.register_buffer("scale", torch.from_numpy(1.0 / (values.std(axis=0) + 1e-6)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) * self.scale
+
+
+class TableNet(nn.Module):  # type: ignore[misc]
+    """``features`` ``[B, 1, C]`` -> softmax probabilities or values (un-standardised)."""
+
+    def __init__(
+        self,
+        values: npt.NDArray[np.float32],
+        outputs: int,
+        kind: str,
+        target: tuple[float, float] = (0.0, 1.0),
+    ) -> None:
+        super().__init__()
+        self.standardise = Standardise(values)
+        self.body = nn.Sequential(
+            nn.Linear(values.shape[1], 64),
+            nn.ReLU(),
+            nn.Linear(64, 64),
+            nn.ReLU(),
+            nn.Linear(64, outputs),
+        )
+        self.kind = kind
+        self.target_mean, self.target_sd = target
+
+    def logits(self, features: Tensor) -> Tensor:
+        out: Tensor = self.body(self.standardise(features.flatten(1)))
+        return out
+
+    def forward(self, features: Tensor) -> Tensor:
+        out = self.logits(features)
+        if self.kind == "classification":
+            return torch.softmax(out, dim=1)
+        return out * self.target_sd + self.target_mean
+
+
+class HybridNet(nn.Module):  # type: ignore[misc]
+    """``image`` ``[B, 1, S, S]`` and ``features`` ``[B, 1, C]`` -> softmax over two classes."""
+
+    def __init__(self, values: npt.NDArray[np.float32]) -> None:
+        super().__init__()
+
+        def block(i: int, o: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+
+        self.image = nn.Sequential(
+            block(1, 8), block(8, 16), block(16, 16), nn.Conv2d(16, 8, 3, padding=1)
+        )
+        self.standardise = Standardise(values)
+        self.table = nn.Sequential(nn.Linear(values.shape[1], 32), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(32 + 8, 32), nn.ReLU(), nn.Linear(32, 2))
+        self.finding = nn.Linear(8, 1)
+        """Auxiliary: is there a nodule on the image (trained, not exported as an output)."""
+
+    def parts(self, image: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
+        seen = torch.amax(self.image(image), dim=(2, 3))
+        row = self.table(self.standardise(features.flatten(1)))
+        return self.head(torch.cat([row, seen], dim=1)), self.finding(seen)[:, 0]
+
+    def forward(self, image: Tensor, features: Tensor) -> Tensor:
+        return torch.softmax(self.parts(image, features)[0], dim=1)
+
+
+def _optimise(net: nn.Module, steps: int, lr: float, loss: Callable[[], Tensor]) -> float:
+    net.train()
+    optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps)
+    start = time.perf_counter()
+    for step in range(steps):
+        optimiser.zero_grad()
+        value = loss()
+        value.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 500 == 0:
+            log.info("step %d loss %.4f", step, float(value.detach()))
+    net.eval()
+    return time.perf_counter() - start
+
+
+def _export(net: nn.Module, card: TableCard, examples: tuple[Tensor, ...]) -> bytes:
+    names = [spec.name for spec in card.inputs]
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.onnx.export(
+        net,
+        examples,
+        input_names=names,
+        output_names=[spec.name for spec in card.outputs],
+        opset_version=ONNX_OPSET,
+        dynamic_shapes={name: {0: batch} for name in _argument_names(net)},
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    model = program.model_proto
+    model.ir_version = ONNX_IR_VERSION
+    model.doc_string = f"{card.name}: {card.summary}"
+    onnx.checker.check_model(model, full_check=True)
+    buffer = io.BytesIO()
+    onnx.save_model(model, buffer)
+    return buffer.getvalue()
+
+
+def _argument_names(net: nn.Module) -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(net.forward).parameters]
+
+
+def _session(onnx_bytes: bytes) -> ort.InferenceSession:
+    return ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+
+
+def _facts(
+    net: nn.Module, onnx_bytes: bytes, steps: int, seconds: float, seed: int, batch: int
+) -> dict[str, Any]:
+    return {
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "onnx_bytes": len(onnx_bytes),
+        "steps": steps,
+        "batch": batch,
+        "seconds": round(seconds, 1),
+        "seed": seed,
+        "torch": torch.__version__,
+    }
+
+
+def _rows(table: Table) -> npt.NDArray[np.float32]:
+    return table.values[:, None, :]
+
+
+def train_classifier(card: TableCard, steps: int, seed: int) -> Result:
+    torch.manual_seed(seed)
+    train, held = wine_table(seed, TRAIN_ROWS), wine_table(seed + 1000, HELD_OUT_ROWS)
+    net = TableNet(train.values, len(card.categories), "classification")
+    x = torch.from_numpy(_rows(train))
+    y = torch.from_numpy(train.target.astype(np.int64))
+    generator = torch.Generator().manual_seed(seed)
+
+    def loss() -> Tensor:
+        pick = torch.randint(0, len(x), (BATCH,), generator=generator)
+        return F.cross_entropy(net.logits(x[pick]), y[pick])
+
+    seconds = _optimise(net, steps, 3e-3, loss)
+    onnx_bytes = _export(net, card, (x[:2],))
+    probabilities = _session(onnx_bytes).run(None, {"features": _rows(held)})[0]
+    predicted = probabilities.argmax(axis=1)
+    truth = held.target.astype(np.int64)
+    majority = np.bincount(train.target.astype(np.int64)).argmax()
+    evaluation = {
+        "model": _class_metrics(predicted, truth, len(card.categories)),
+        "baseline": _class_metrics(np.full_like(truth, majority), truth, len(card.categories)),
+    }
+    return Result(onnx_bytes, _facts(net, onnx_bytes, steps, seconds, seed, BATCH), evaluation)
+
+
+def _class_metrics(
+    predicted: npt.NDArray[np.int64], truth: npt.NDArray[np.int64], classes: int
+) -> dict[str, float]:
+    recalls = [
+        float((predicted[truth == c] == c).mean()) for c in range(classes) if (truth == c).any()
+    ]
+    return {
+        "accuracy": float((predicted == truth).mean()),
+        "within_one": float((np.abs(predicted - truth) <= 1).mean()),
+        "macro_recall": float(np.mean(recalls)),
+    }
+
+
+def train_regressor(card: TableCard, steps: int, seed: int) -> Result:
+    torch.manual_seed(seed)
+    train, held = housing_table(seed, TRAIN_ROWS), housing_table(seed + 1000, HELD_OUT_ROWS)
+    target = (float(train.target.mean()), float(train.target.std()))
+    net = TableNet(train.values, 1, "regression", target)
+    x = torch.from_numpy(_rows(train))
+    y = torch.from_numpy(((train.target - target[0]) / target[1]).astype(np.float32))
+    generator = torch.Generator().manual_seed(seed)
+
+    def loss() -> Tensor:
+        pick = torch.randint(0, len(x), (BATCH,), generator=generator)
+        return F.mse_loss(net.logits(x[pick])[:, 0], y[pick])
+
+    seconds = _optimise(net, steps, 3e-3, loss)
+    onnx_bytes = _export(net, card, (x[:2],))
+    predicted = _session(onnx_bytes).run(None, {"features": _rows(held)})[0][:, 0]
+    evaluation = {
+        "model": _regression_metrics(predicted, held.target),
+        "baseline": _regression_metrics(np.full(len(held.target), target[0]), held.target),
+    }
+    return Result(onnx_bytes, _facts(net, onnx_bytes, steps, seconds, seed, BATCH), evaluation)
+
+
+def _regression_metrics(predicted: npt.NDArray[Any], truth: npt.NDArray[Any]) -> dict[str, float]:
+    error = predicted.astype(np.float64) - truth
+    return {
+        "mae": float(np.abs(error).mean()),
+        "rmse": float(np.sqrt((error**2).mean())),
+        "r2": float(1 - (error**2).sum() / ((truth - truth.mean()) ** 2).sum()),
+    }
+
+
+def _hybrid_set(
+    seed: int, count: int, size: int
+) -> tuple[npt.NDArray[np.int16], Table, npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    slices = make_slice_set(seed, count, size)
+    lesion: npt.NDArray[np.bool_] = np.asarray(
+        (slices.labels & LESION).reshape(count, -1).any(axis=1)
+    )
+    table = clinical_table(seed + 7, count)
+    labels = hybrid_labels(seed + 13, table.target, lesion)
+    return slices.hu, table, labels, lesion
+
+
+def train_hybrid(card: TableCard, steps: int, seed: int) -> Result:
+    assert card.image_size is not None
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    hu, table, labels, lesion = _hybrid_set(seed, HYBRID_TRAIN, card.image_size)
+    held_hu, held_table, held_labels, _ = _hybrid_set(seed + 1000, HYBRID_HELD_OUT, card.image_size)
+    net = HybridNet(table.values)
+    rows = torch.from_numpy(_rows(table))
+    y = torch.from_numpy(labels)
+    found = torch.from_numpy(lesion.astype(np.float32))
+
+    def loss() -> Tensor:
+        pick = rng.integers(0, len(hu), IMAGE_BATCH)
+        image = torch.from_numpy(model_input(hu[pick], rng))
+        logits, finding = net.parts(image, rows[pick])
+        index = torch.from_numpy(pick)
+        return F.cross_entropy(logits, y[index]) + F.binary_cross_entropy_with_logits(
+            finding, found[index]
+        )
+
+    seconds = _optimise(net, steps, 2e-3, loss)
+    example = (torch.from_numpy(model_input(hu[:2])), rows[:2])
+    onnx_bytes = _export(net, card, example)
+    session = _session(onnx_bytes)
+    probabilities = np.concatenate(
+        [
+            session.run(
+                None,
+                {
+                    "image": model_input(held_hu[i : i + 32]),
+                    "features": _rows(held_table)[i : i + 32],
+                },
+            )[0]
+            for i in range(0, len(held_hu), 32)
+        ]
+    )
+    baseline = _table_only_scores(table, labels, held_table)
+    evaluation = {
+        "model": _binary_metrics(probabilities[:, 1], held_labels),
+        "baseline": _binary_metrics(baseline, held_labels),
+    }
+    return Result(
+        onnx_bytes, _facts(net, onnx_bytes, steps, seconds, seed, IMAGE_BATCH), evaluation
+    )
+
+
+def _table_only_scores(
+    train: Table, labels: npt.NDArray[np.int64], held: Table
+) -> npt.NDArray[np.float64]:
+    """A logistic regression on the standardised table (Newton's method, lightly ridged)."""
+    mean, sd = train.values.mean(axis=0), train.values.std(axis=0) + 1e-6
+    x = np.hstack([np.ones((len(train.values), 1)), (train.values - mean) / sd]).astype(np.float64)
+    w = np.zeros(x.shape[1])
+    for _ in range(25):
+        p = 1 / (1 + np.exp(-x @ w))
+        hessian = x.T @ (x * (p * (1 - p))[:, None]) + 1e-3 * np.eye(len(w))
+        w -= np.linalg.solve(hessian, x.T @ (p - labels) + 1e-3 * w)
+    held_x = np.hstack([np.ones((len(held.values), 1)), (held.values - mean) / sd])
+    scores: npt.NDArray[np.float64] = 1 / (1 + np.exp(-held_x @ w))
+    return scores
+
+
+def _binary_metrics(scores: npt.NDArray[Any], truth: npt.NDArray[np.int64]) -> dict[str, float]:
+    return {
+        "accuracy": float(((scores >= 0.5) == truth).mean()),
+        "auc": float(roc_auc(truth, scores)),
+    }
+
+
+TRAINERS: dict[str, Callable[[TableCard, int, int], Result]] = {
+    "wine_quality_classifier": train_classifier,
+    "house_value_regressor": train_regressor,
+    "lesion_risk_hybrid": train_hybrid,
+}
+STEPS = {"wine_quality_classifier": 3000, "house_value_regressor": 3000, "lesion_risk_hybrid": 6000}
+SEEDS = {"wine_quality_classifier": 21, "house_value_regressor": 22, "lesion_risk_hybrid": 23}
+DESCRIPTIONS = {
+    "wine_quality_classifier": f"{HELD_OUT_ROWS:,} wines generated with another seed.",
+    "house_value_regressor": f"{HELD_OUT_ROWS:,} blocks generated with another seed.",
+    "lesion_risk_hybrid": (
+        f"{HYBRID_HELD_OUT} patients generated with other seeds (phantom slices through the "
+        "lung window, as the gateway feeds a CT)."
+    ),
+}
