@@ -13,6 +13,7 @@ Main = Callable[[list[str]], int]
 MODULES = {
     "aicoco": "benchmarks.aicoco_bench",
     "gateway": "benchmarks.gateway_bench",
+    "tables": "benchmarks.tables_bench",
 }
 """Benchmark name -> module defining ``main(argv) -> int``, imported only when it runs."""
 

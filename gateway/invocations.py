@@ -38,7 +38,6 @@ from gateway.json_fields import parse_field
 from gateway.metrics import Metrics
 from gateway.outputs.choice import DICOM_MEDIA_TYPE, Output, producer_of, requested, resolve
 from gateway.outputs.sources import load_sources
-from gateway.outputs.writer import dicom_file
 from gateway.readers.matching import check_uploads
 from gateway.readers.tables import TableLimits, check_table_size, table_format
 from gateway.request import InferenceRequest, StageObserver
@@ -104,6 +103,8 @@ async def invoke(request: Request) -> Response:
                     if sources is None or producer is None:
                         return await service.cpu.run(output.to_json_bytes)
                     assert isinstance(output, AiCOCOOutput), "resolve() refused other tasks"
+                    from gateway.outputs.writer import dicom_file  # see gateway.outputs.choice
+
                     result = await service.cpu.run(dicom_file, answer, output, sources, producer)
                     return result.content
 

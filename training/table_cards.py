@@ -266,8 +266,10 @@ LESION_RISK_HYBRID = TableCard(
     max_batch_size=32,
     description=(
         "`probabilities` are a softmax over `0` (no referral) and `1` (refer); with "
-        "`threshold` 0.5 each image gets exactly one. A small convolutional branch reads the "
-        "image, a dense branch the standardised row, and a dense head both."
+        "`threshold` 0.5 each image gets exactly one. The image branch is the lesion "
+        "classifier's network (nodule logits on a stride-8 grid, trained on the phantoms' "
+        "nodule masks), the table branch a dense layer over the standardised row, and a dense "
+        "head reads both."
     ),
     metrics=(
         MetricRow("accuracy", "accuracy"),

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.datasets import LESION, make_slice_set, model_input
-from training.fit import ONNX_IR_VERSION, ONNX_OPSET
+from training.datasets import LESION, SliceSet, make_slice_set, model_input
+from training.fit import ONNX_IR_VERSION, ONNX_OPSET, _cells_near_lesions
 from training.metrics import roc_auc
+from training.nets import LesionClassifierNet
 from training.table_cards import TableCard
 from training.tables import Table, clinical_table, housing_table, hybrid_labels, wine_table
 
@@ -37,6 +38,8 @@ TRAIN_ROWS = 12_000
 HELD_OUT_ROWS = 3_000
 HYBRID_TRAIN = 1_600
 HYBRID_HELD_OUT = 400
+CELL = 8
+"""The image branch's grid stride, in pixels."""
 
 
 @dataclass(frozen=True)
@@ -90,27 +93,26 @@ class TableNet(nn.Module):  # type: ignore[misc]
 
 
 class HybridNet(nn.Module):  # type: ignore[misc]
-    """``image`` ``[B, 1, S, S]`` and ``features`` ``[B, 1, C]`` -> softmax over two classes."""
+    """``image`` ``[B, 1, S, S]`` and ``features`` ``[B, 1, C]`` -> softmax over two classes.
+
+    The image branch is the lesion classifier's network (per-cell nodule logits on a stride-8
+    grid, trained on the phantoms' nodule masks as that model is); its image-level logit joins
+    the standardised row in a small dense head.
+    """
 
     def __init__(self, values: npt.NDArray[np.float32]) -> None:
         super().__init__()
-
-        def block(i: int, o: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-
-        self.image = nn.Sequential(
-            block(1, 8), block(8, 16), block(16, 16), nn.Conv2d(16, 8, 3, padding=1)
-        )
+        self.image = LesionClassifierNet(categories=1)
         self.standardise = Standardise(values)
         self.table = nn.Sequential(nn.Linear(values.shape[1], 32), nn.ReLU())
-        self.head = nn.Sequential(nn.Linear(32 + 8, 32), nn.ReLU(), nn.Linear(32, 2))
-        self.finding = nn.Linear(8, 1)
-        """Auxiliary: is there a nodule on the image (trained, not exported as an output)."""
+        self.head = nn.Sequential(nn.Linear(32 + 1, 32), nn.ReLU(), nn.Linear(32, 2))
 
     def parts(self, image: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
-        seen = torch.amax(self.image(image), dim=(2, 3))
+        """The class logits and the image branch's per-cell nodule logits."""
+        cells = self.image.maps(image)
+        seen = torch.amax(cells, dim=(2, 3))
         row = self.table(self.standardise(features.flatten(1)))
-        return self.head(torch.cat([row, seen], dim=1)), self.finding(seen)[:, 0]
+        return self.head(torch.cat([row, seen], dim=1)), cells
 
     def forward(self, image: Tensor, features: Tensor) -> Tensor:
         return torch.softmax(self.parts(image, features)[0], dim=1)
@@ -254,37 +256,42 @@ def _regression_metrics(predicted: npt.NDArray[Any], truth: npt.NDArray[Any]) ->
     }
 
 
-def _hybrid_set(
-    seed: int, count: int, size: int
-) -> tuple[npt.NDArray[np.int16], Table, npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+def _hybrid_set(seed: int, count: int, size: int) -> tuple[SliceSet, Table, npt.NDArray[np.int64]]:
+    """Phantom slices, a check-up row for each, and the labels they make together."""
     slices = make_slice_set(seed, count, size)
     lesion: npt.NDArray[np.bool_] = np.asarray(
         (slices.labels & LESION).reshape(count, -1).any(axis=1)
     )
     table = clinical_table(seed + 7, count)
-    labels = hybrid_labels(seed + 13, table.target, lesion)
-    return slices.hu, table, labels, lesion
+    return slices, table, hybrid_labels(seed + 13, table.target, lesion)
 
 
 def train_hybrid(card: TableCard, steps: int, seed: int) -> Result:
     assert card.image_size is not None
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    hu, table, labels, lesion = _hybrid_set(seed, HYBRID_TRAIN, card.image_size)
-    held_hu, held_table, held_labels, _ = _hybrid_set(seed + 1000, HYBRID_HELD_OUT, card.image_size)
+    slices, table, labels = _hybrid_set(seed, HYBRID_TRAIN, card.image_size)
+    held, held_table, held_labels = _hybrid_set(seed + 1000, HYBRID_HELD_OUT, card.image_size)
+    hu, held_hu = slices.hu, held.hu
     net = HybridNet(table.values)
     rows = torch.from_numpy(_rows(table))
     y = torch.from_numpy(labels)
-    found = torch.from_numpy(lesion.astype(np.float32))
+    grid = card.image_size // CELL
+    cells = np.stack(
+        [_cells_near_lesions(slices.lesions_of(i), grid, CELL) for i in range(len(hu))]
+    )
+    targets = torch.from_numpy(cells[:, None].astype(np.float32))
+    weight = torch.full((1, 1, 1), 4.0)
 
     def loss() -> Tensor:
         pick = rng.integers(0, len(hu), IMAGE_BATCH)
         image = torch.from_numpy(model_input(hu[pick], rng))
-        logits, finding = net.parts(image, rows[pick])
         index = torch.from_numpy(pick)
-        return F.cross_entropy(logits, y[index]) + F.binary_cross_entropy_with_logits(
-            finding, found[index]
-        )
+        logits, maps = net.parts(image, rows[index])
+        target = targets[index]
+        dense = F.binary_cross_entropy_with_logits(maps, target, pos_weight=weight)
+        pooled = F.binary_cross_entropy_with_logits(maps.amax(dim=(2, 3)), target.amax(dim=(2, 3)))
+        return F.cross_entropy(logits, y[index]) + dense + pooled
 
     seconds = _optimise(net, steps, 2e-3, loss)
     example = (torch.from_numpy(model_input(hu[:2])), rows[:2])
@@ -340,7 +347,7 @@ TRAINERS: dict[str, Callable[[TableCard, int, int], Result]] = {
     "house_value_regressor": train_regressor,
     "lesion_risk_hybrid": train_hybrid,
 }
-STEPS = {"wine_quality_classifier": 3000, "house_value_regressor": 3000, "lesion_risk_hybrid": 6000}
+STEPS = {"wine_quality_classifier": 3000, "house_value_regressor": 3000, "lesion_risk_hybrid": 2500}
 SEEDS = {"wine_quality_classifier": 21, "house_value_regressor": 22, "lesion_risk_hybrid": 23}
 DESCRIPTIONS = {
     "wine_quality_classifier": f"{HELD_OUT_ROWS:,} wines generated with another seed.",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom
 from pydantic import ValidationError
@@ -26,11 +27,13 @@ from gateway.errors import InvalidInput, MalformedJSON, PayloadTooLarge, RouteNo
 from gateway.invocations import unless_disconnected, upload_folder
 from gateway.outputs.choice import Output, producer_of, resolve
 from gateway.outputs.sources import load_sources
-from gateway.outputs.writer import DicomResult, dicom_file
 from gateway.readers.selection import NOT_IMAGES, Candidate, choose, json_getter
 from gateway.request import InferenceRequest, Upload
 from gateway.schemas import PacsInvocation, PacsResult, StoredInstance
 from gateway.service import Service, model_info, service_of
+
+if TYPE_CHECKING:
+    from gateway.outputs.writer import DicomResult
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -85,6 +88,8 @@ async def invoke_from_pacs(request: Request) -> Response:
                 producer = producer_of(info, __version__)
                 # Tabular and hybrid pipelines refuse a request without tables, as this one is.
                 assert isinstance(document, AiCOCOOutput)
+                from gateway.outputs.writer import dicom_file  # see gateway.outputs.choice
+
                 return body, await service.cpu.run(dicom_file, output, document, sources, producer)
 
         document_json, result = await unless_disconnected(request.receive, infer())

@@ -1,12 +1,19 @@
-"""Which answer a request asks for: ``output=aicoco|seg|sr|dicom``, or ``Accept``."""
+"""Which answer a request asks for: ``output=aicoco|seg|sr|dicom``, or ``Accept``.
+
+The DICOM writers (and highdicom under them, about 20 MiB resident) are imported by the first
+request that asks for DICOM, not at start: most gateways never write a DICOM object.
+"""
 
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 from gateway.errors import InvalidParameter
-from gateway.outputs.producer import Producer
 from gateway.schemas import ModelInfo
+
+if TYPE_CHECKING:
+    from gateway.outputs.producer import Producer
 
 DICOM_MEDIA_TYPE = "application/dicom"
 
@@ -62,5 +69,7 @@ def resolve(output: Output, model: str, task: str | None) -> Output:
 
 def producer_of(info: ModelInfo, service_version: str) -> Producer:
     """The model as Triton serves it: its newest version (Triton's default version policy)."""
+    from gateway.outputs.producer import Producer
+
     versions = sorted(info.versions, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0))
     return Producer(info.name, versions[-1] if versions else "unknown", service_version)

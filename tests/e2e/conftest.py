@@ -13,7 +13,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -29,8 +29,16 @@ StartGateway = Callable[[str, Mapping[str, str]], tuple[str, Path]]
 """``start_gateway(triton_url, env) -> (base_url, upload_dir)``."""
 
 
-class _GatewayProcess:
-    def __init__(self, folder: Path, triton_url: str, env: Mapping[str, str]) -> None:
+class GatewayProcess:
+    """``python -m gateway serve`` (or ``command``, a program that serves the gateway)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        triton_url: str,
+        env: Mapping[str, str],
+        command: Sequence[str] = ("-m", "gateway", "serve"),
+    ) -> None:
         self.upload_dir = folder / "uploads"
         self.upload_dir.mkdir(parents=True)
         self.log_path = folder / "gateway.log"
@@ -50,7 +58,7 @@ class _GatewayProcess:
         }
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve"],
+                [sys.executable, *command],
                 cwd=REPOSITORY_ROOT,
                 env=environment,
                 stdout=log,
@@ -91,10 +99,10 @@ class _GatewayProcess:
 @pytest.fixture(scope="module")
 def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartGateway]:
     """Start gateways for this test module; each is stopped (SIGTERM) when the module ends."""
-    started: list[_GatewayProcess] = []
+    started: list[GatewayProcess] = []
 
     def start(triton_url: str, env: Mapping[str, str]) -> tuple[str, Path]:
-        gateway = _GatewayProcess(tmp_path_factory.mktemp("gateway"), triton_url, env)
+        gateway = GatewayProcess(tmp_path_factory.mktemp("gateway"), triton_url, env)
         started.append(gateway)
         gateway.wait_until_ready()
         return gateway.url, gateway.upload_dir

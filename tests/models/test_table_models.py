@@ -73,7 +73,7 @@ def test_the_model_beats_its_baseline(name: str) -> None:
         assert model["mae"] < 0.6 * baseline["mae"]
         assert model["r2"] > 0.7
     elif "auc" in model:
-        assert model["auc"] > baseline["auc"] + 0.03
+        assert model["auc"] > baseline["auc"] + 0.08  # the image adds what the table lacks
         assert model["accuracy"] > baseline["accuracy"]
     else:
         assert model["accuracy"] > baseline["accuracy"] + 0.2
