@@ -20,8 +20,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
 from aicoco import AiImage
+from aicoco.tables import AiCOCOHybridOutput, AiCOCOTabularOutput, AiRecord, AiTable
 from gateway import __version__, errors
 from gateway.outputs.choice import Output
+from gateway.records import NAME
 from gateway.schemas import (
     ErrorBody,
     Liveness,
@@ -38,6 +40,7 @@ _STATUS_TEXT = {
     200: "AiCOCO output",
     204: "No content",
     400: "Malformed request",
+    401: "An API key is needed (API_KEYS)",
     404: "Not found",
     408: "The upload stalled or was too slow",
     405: "Method not allowed",
@@ -118,9 +121,10 @@ def _invocation_operation(settings: Settings, *, named: bool) -> dict[str, Any]:
         else f"the default model (`{settings.default_model}`)"
     )
     operation: dict[str, Any] = {
-        "summary": "Run " + ("a model" if named else "the default model") + " on images",
+        "summary": "Run " + ("a model" if named else "the default model") + " on images or tables",
         "description": (
-            f"Runs {target} on the uploaded images and answers one AiCOCO document.\n\n"
+            f"Runs {target} on the uploaded images (or tables) and answers one AiCOCO "
+            "document.\n\n"
             "FLaVor's wire format: one `files` part per image (the part's filename is the AiCOCO "
             "`file_name`), an `images` field holding the JSON list of AiCOCO image entries, and "
             "every other top-level key of the AiCOCO input (e.g. `meta`) as its own JSON field; "
@@ -128,6 +132,11 @@ def _invocation_operation(settings: Settings, *, named: bool) -> dict[str, Any]:
             'holding `{"images": [...], ...}` plus an optional `metadata` part.\n\n'
             "Every field besides `files` is JSON text (a string is sent in quotes); if both "
             "`images` and `data` are sent, `images` wins and `data` is passed on as a field.\n\n"
+            "Tabular models take a `tables` field instead of `images` (JSON list of "
+            '`{"id", "file_name"}`, paired with the table files by the same rule) and `meta` '
+            "with `window_size`; the answer points at its records (`records.href`, JSON Lines, "
+            "`GET /invocations/artifacts/{name}`). Hybrid models take both, each image naming "
+            "its table in `table_ids`. Tables are UTF-8 CSV or TSV.\n\n"
             "Files pair with entries by exact file name (`11.dcm` never matches `1.dcm`); "
             "several entries may share one file (one entry per slice of a NIfTI volume, ordered "
             "by `index`). File names must be plain base names (no `/`, `\\`, `..` or control "
@@ -166,11 +175,20 @@ def _invocation_operation(settings: Settings, *, named: bool) -> dict[str, Any]:
         "responses": {
             "200": {
                 "description": (
-                    "The AiCOCO output document; with `output=seg|sr|dicom` (or `Accept: "
-                    "application/dicom`) a DICOM SEG or TID 1500 SR file instead."
+                    "The AiCOCO output document (image, tabular or hybrid, by the model's "
+                    "task); with `output=seg|sr|dicom` (or `Accept: application/dicom`) a DICOM "
+                    "SEG or TID 1500 SR file instead."
                 ),
                 "content": {
-                    "application/json": {"schema": _ref("AiCOCOOutput")},
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                _ref("AiCOCOOutput"),
+                                _ref("AiCOCOTabularOutput"),
+                                _ref("AiCOCOHybridOutput"),
+                            ]
+                        }
+                    },
                     "application/dicom": {"schema": {"type": "string", "format": "binary"}},
                 },
             },
@@ -179,6 +197,38 @@ def _invocation_operation(settings: Settings, *, named: bool) -> dict[str, Any]:
         "parameters": [*([_model_parameter()] if named else []), _output_parameter()],
     }
     return operation
+
+
+def _artifact_operation() -> dict[str, Any]:
+    return {
+        "summary": "A tabular answer's records, one JSON object a line",
+        "description": (
+            "The `records.href` of a tabular answer. Each line is "
+            '`{"id", "table_id", "row_indexes", "category_ids", "regressions"}`. Artifacts are '
+            "removed after RECORDS_RETENTION_S, and the oldest first past RECORDS_MAX_BYTES."
+        ),
+        "parameters": [
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "description": "records_<21 characters of A-Za-z0-9_->.jsonl",
+                "schema": {"type": "string", "pattern": NAME.pattern},
+            }
+        ],
+        "responses": {
+            "200": {
+                "description": "The records.",
+                "content": {
+                    "application/x-ndjson": {
+                        "schema": {"type": "string"},
+                        "itemSchema": _ref("AiRecord"),
+                    }
+                },
+            },
+            **_error_responses([401, 404]),
+        },
+    }
 
 
 def _output_parameter() -> dict[str, Any]:
@@ -277,6 +327,10 @@ def _schemas() -> dict[str, Any]:
     schemas = {
         **_components(aicoco_output_schema(), "AiCOCOOutput"),
         **_model_components("AiImage", AiImage, "validation"),
+        **_model_components("AiTable", AiTable, "validation"),
+        **_model_components("AiCOCOTabularOutput", AiCOCOTabularOutput, "serialization"),
+        **_model_components("AiCOCOHybridOutput", AiCOCOHybridOutput, "serialization"),
+        **_model_components("AiRecord", AiRecord, "serialization"),
         "InvocationForm": {
             "type": "object",
             "description": (
@@ -293,7 +347,14 @@ def _schemas() -> dict[str, Any]:
                     **json_text,
                     "contentSchema": {"type": "array", "items": _ref("AiImage")},
                     "description": "JSON list of AiCOCO image entries "
-                    "(id, file_name, index, category_ids, regressions, extra keys).",
+                    "(id, file_name, index, category_ids, regressions, extra keys; "
+                    "`table_ids` for hybrid models).",
+                },
+                "tables": {
+                    **json_text,
+                    "contentSchema": {"type": "array", "items": _ref("AiTable")},
+                    "description": "Tabular and hybrid models: JSON list of table entries "
+                    "(id, file_name, extra keys), one per table file.",
                 },
                 "meta": {**json_text, "description": "JSON: the AiCOCO input's meta."},
                 "data": {
@@ -356,6 +417,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "/models/{name}/invocations": {"post": _invocation_operation(settings, named=True)},
             "/dicomweb/invocations": {"post": _pacs_operation(named=False)},
             "/models/{name}/dicomweb/invocations": {"post": _pacs_operation(named=True)},
+            "/invocations/artifacts/{name}": {"get": _artifact_operation()},
             "/models": {
                 "get": {
                     "summary": "List the models with task, categories and readiness",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,6 +83,14 @@ def assert_same_shape(ours: Any, theirs: Any, where: str = "") -> None:
         assert shape(ours) == shape(theirs), f"{where}: {ours!r} vs FLaVor's {theirs!r}"
 
 
+def check_schema(http: httpx.Client, answer: dict[str, Any], schema: str) -> None:
+    """The answer validates against the schema /openapi.json publishes for it."""
+    components = http.get("/openapi.json").json()["components"]
+    jsonschema.validate(
+        answer, {"$ref": f"#/components/schemas/{schema}", "components": components}
+    )
+
+
 def records_of(http: httpx.Client, answer: dict[str, Any]) -> list[dict[str, Any]]:
     records = answer["records"]
     download = http.get(records["href"])
@@ -109,8 +118,11 @@ def test_flavor_tabular_request(http: httpx.Client, folder: str, model: str) -> 
     assert [r["name"] for r in answer["regressions"]] == [
         r["name"] for r in expected["regressions"]
     ]
+    check_schema(http, answer, "AiCOCOTabularOutput")
     records = records_of(http, answer)
     assert len(records) == 3 == expected["records"]["rows"]
+    for record in records:
+        check_schema(http, record, "AiRecord")
     category_ids = {c["id"] for c in answer["categories"]}
     regression_ids = {r["id"] for r in answer["regressions"]}
     for row, record in enumerate(records):
@@ -135,6 +147,7 @@ def test_flavor_hybrid_request(http: httpx.Client) -> None:
     answer = response.json()
     expected = json.loads((REQUESTS / "hybrid" / "expected.json").read_text())
     assert_same_shape(answer, expected)
+    check_schema(http, answer, "AiCOCOHybridOutput")
     assert answer["tables"] == expected["tables"]
     (image,) = answer["images"]
     assert image["table_ids"] == ["table_001"]

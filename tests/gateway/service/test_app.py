@@ -532,14 +532,16 @@ async def test_openapi_describes_the_contract(client: httpx.AsyncClient) -> None
     assert document["openapi"].startswith("3.1")
     for path in ["/invocations", "/models/{name}/invocations", "/models", "/ping", "/health/ready"]:
         assert path in document["paths"]
+    assert "/invocations/artifacts/{name}" in document["paths"]
     form = document["components"]["schemas"]["InvocationForm"]["properties"]
-    assert {"files", "images", "data", "metadata", "meta"} <= set(form)
+    assert {"files", "images", "tables", "data", "metadata", "meta"} <= set(form)
     assert form["files"]["type"] == "array"
     responses = document["paths"]["/invocations"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422", "503", "504"} <= set(responses)
     codes = {row["code"] for row in document["x-error-codes"]}
     assert {"malformed_multipart", "too_many_files", "server_busy", "file_mismatch"} <= codes
-    assert "AiCOCOOutput" in document["components"]["schemas"]
+    schemas = document["components"]["schemas"]
+    assert {"AiCOCOOutput", "AiCOCOTabularOutput", "AiCOCOHybridOutput", "AiRecord"} <= set(schemas)
     for ref in re.findall(r'"\$ref": "([^"]+)"', json.dumps(document)):
         assert ref.startswith("#/components/schemas/")
         assert ref.rsplit("/", 1)[1] in document["components"]["schemas"], ref
