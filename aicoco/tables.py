@@ -10,7 +10,7 @@ model outputs into those lines window by window, so that nothing holds every rec
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -118,16 +118,6 @@ class AiCOCOHybridOutput(AiModel):
 
     def to_json_bytes(self) -> bytes:
         return self.__pydantic_serializer__.to_json(self, fallback=to_jsonable)
-
-
-def windows(rows: int, window_size: int) -> Iterator[range]:
-    """FLaVor's records: consecutive, non-overlapping windows of ``window_size`` rows."""
-    if rows % window_size:
-        raise AiCOCOFormatError(
-            f"expected a number of rows divisible by window_size {window_size}, got {rows}"
-        )
-    for start in range(0, rows, window_size):
-        yield range(start, start + window_size)
 
 
 class RecordBuilder:

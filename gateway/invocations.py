@@ -248,7 +248,7 @@ def parse_entries(form: Form) -> tuple[list[AiImage], dict[str, Any]]:
     """The validated ``images`` entries, paired with the uploads, and the other fields, for
     the routes that take images only."""
     fields = _fields(form)
-    images = _validate_images(_take(fields, IMAGES_FIELD))
+    images = _validate_images(_take_images(fields))
     check_uploads((image.file_name for image in images), form.uploads)
     return images, fields
 
@@ -267,7 +267,7 @@ def parse_all_entries(
     tables = _validate_tables(raw_tables) if raw_tables is not None else []
     images: list[AiImage] = []
     if IMAGES_FIELD in fields or not tables:
-        images = _validate_images(_take(fields, IMAGES_FIELD))
+        images = _validate_images(_take_images(fields))
     both = sorted({i.file_name for i in images} & {t.file_name for t in tables})
     if both:
         raise InvalidAiCOCO(
@@ -311,14 +311,14 @@ def _fields(form: Form) -> dict[str, Any]:
     return fields
 
 
-def _take(fields: dict[str, Any], name: str) -> Any:
-    if name not in fields:
+def _take_images(fields: dict[str, Any]) -> Any:
+    if IMAGES_FIELD not in fields:
         raise InvalidAiCOCO(
             f"no images entries: send an '{IMAGES_FIELD}' field holding the JSON list of AiCOCO "
             f"image entries (or a '{DATA_FIELD}' part holding {{\"images\": [...]}}); a tabular "
             f"model takes a '{TABLES_FIELD}' field instead"
         )
-    return fields.pop(name)
+    return fields.pop(IMAGES_FIELD)
 
 
 def _validate_tables(raw: Any) -> list[AiTable]:
@@ -334,12 +334,10 @@ def _validate_tables(raw: Any) -> list[AiTable]:
             tables.append(AiTable.model_validate(entry))
         except ValidationError as exc:
             error = exc.errors(include_url=False, include_input=False)[0]
-            where = "".join(
-                f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
-            )
+            where = f"{TABLES_FIELD}[{position}]{_location(error['loc'])}"
             raise InvalidAiCOCO(
-                f"invalid AiCOCO table entry: {TABLES_FIELD}[{position}]{where}: {error['msg']}",
-                details={"location": f"{TABLES_FIELD}[{position}]{where}"},
+                f"invalid AiCOCO table entry: {where}: {error['msg']}",
+                details={"location": where},
             ) from None
     for key in ("id", "file_name"):
         values = [getattr(table, key) for table in tables]
@@ -367,9 +365,7 @@ def _validate_images(raw: Any) -> list[AiImage]:
             images.append(AiImage.model_validate(entry))
         except ValidationError as exc:
             for error in exc.errors(include_url=False, include_input=False):
-                where = "".join(
-                    f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
-                )
+                where = _location(error["loc"])
                 problems.append(
                     {"location": f"{IMAGES_FIELD}[{position}]{where}", "message": error["msg"]}
                 )
@@ -389,6 +385,11 @@ def _validate_images(raw: Any) -> list[AiImage]:
             )
         seen.add(image.id)
     return images
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """A validation error's place inside one entry: ``.index``, ``.regressions[0].value``."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
 
 
 def _json_type(value: Any) -> str:

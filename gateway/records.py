@@ -50,12 +50,15 @@ class Sweep:
 
 
 class RecordsWriter:
-    """One artifact being written; :meth:`write` appends JSON Lines."""
+    """One artifact being written: :meth:`write` appends JSON Lines, :meth:`commit` puts it in
+    place, :meth:`discard` removes it. Each is blocking file work: run it off the event loop."""
 
-    def __init__(self, final: Path, file: IO[bytes]) -> None:
+    def __init__(self, store: RecordsStore, final: Path) -> None:
+        self.store = store
         self.final = final
         self.name = final.name
-        self._file = file
+        self.partial = final.with_name("." + final.name + _PARTIAL)
+        self._file: IO[bytes] = self.partial.open("wb")
         self.rows = 0
         self.bytes = 0
 
@@ -64,8 +67,21 @@ class RecordsWriter:
         self.rows += records
         self.bytes += len(lines)
 
+    def commit(self) -> None:
+        """Flush to disk, rename into place, then sweep the store."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self.partial.replace(self.final)
+        self.store.sweep(keep=self.name)
+
     def reference(self) -> AiRecords:
+        """The answer's ``records``."""
         return AiRecords(href=HREF_PREFIX + self.name, rows=self.rows, bytes=self.bytes)
+
+    def discard(self) -> None:
+        self._file.close()
+        self.partial.unlink(missing_ok=True)
 
 
 class RecordsStore:
@@ -84,23 +100,21 @@ class RecordsStore:
             max_bytes=settings.records_max_bytes,
         )
 
+    def open(self) -> RecordsWriter:
+        """A new artifact, hidden until :meth:`RecordsWriter.commit`."""
+        return RecordsWriter(self, self.folder / f"records_{self._ids()}.jsonl")
+
     @contextlib.contextmanager
     def writer(self) -> Iterator[RecordsWriter]:
-        """A new artifact, in place when the block ends normally; removed when it raises."""
-        final = self.folder / f"records_{self._ids()}.jsonl"
-        partial = final.with_name("." + final.name + _PARTIAL)
-        with partial.open("wb") as file:
-            writer = RecordsWriter(final, file)
-            try:
-                yield writer
-                file.flush()
-                os.fsync(file.fileno())
-            except BaseException:
-                file.close()
-                partial.unlink(missing_ok=True)
-                raise
-        partial.replace(final)
-        self.sweep(keep=final.name)
+        """:meth:`open` for code on a worker thread: committed when the block ends normally,
+        discarded when it raises."""
+        writer = self.open()
+        try:
+            yield writer
+        except BaseException:
+            writer.discard()
+            raise
+        writer.commit()
 
     def path(self, name: str) -> Path | None:
         """The artifact called ``name``, if the name is one this store makes and it exists."""

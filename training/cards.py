@@ -184,13 +184,38 @@ def _metric_table(card: ModelCard, record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_readme(card: ModelCard, record: Mapping[str, Any]) -> str:
-    """The model folder's README, with the held-out results of ``record`` (metrics.json)."""
-    training = record["training"]
+def readme_tail(card: Configured, training: Mapping[str, Any], unit: str) -> str:
+    """The end of every model README: the network, the parameters, how to retrain it."""
     parameters = "\n".join(
         f"parameters {{ key: \"{k}\" value: {{ string_value: '{v}' }} }}"
         for k, v in card.parameters().items()
     )
+    return f"""## Model
+
+{training["parameters"]:,} parameters, ONNX opset 17, {training["onnx_bytes"] / 1024:.0f} KiB.
+Trained for {training["steps"]} steps of {training["batch"]} {unit}
+({training["seconds"]:.0f} s on two CPU cores), seed {training["seed"]}.
+
+## Parameters read by the gateway
+
+```
+{parameters}
+```
+
+See `model_repository/README.md` for their meaning.
+
+## Retrain
+
+```
+make models                                   # every example model, PyTorch on CPU
+.venv-train/bin/python -m training {card.name}
+```
+"""
+
+
+def render_readme(card: ModelCard, record: Mapping[str, Any]) -> str:
+    """The model folder's README, with the held-out results of ``record`` (metrics.json)."""
+    training = record["training"]
     outputs = "\n".join(f"- `{t.name}` FP32 {_dims(t.dims)} (+ batch)" for t in card.outputs)
     low, high = LUNG_WINDOW[0] - LUNG_WINDOW[1] / 2, LUNG_WINDOW[0] + LUNG_WINDOW[1] / 2
     preprocessing = _PREPROCESSING.format(
@@ -227,27 +252,7 @@ is served through the gateway. It is not a medical device and has never seen a p
 CT. "8-bit PNG": the same slices rendered to 8 bits with the lung window and divided by 255, as
 the gateway feeds a PNG.
 
-## Model
-
-{training["parameters"]:,} parameters, ONNX opset 17, {training["onnx_bytes"] / 1024:.0f} KiB.
-Trained for {training["steps"]} steps of {training["batch"]} slices
-({training["seconds"]:.0f} s on two CPU cores), seed {training["seed"]}.
-
-## Parameters read by the gateway
-
-```
-{parameters}
-```
-
-See `model_repository/README.md` for their meaning.
-
-## Retrain
-
-```
-make models                                   # all five, PyTorch on CPU in .venv-train
-.venv-train/bin/python -m training {card.name}
-```
-
+{readme_tail(card, training, "slices")}
 Training is seeded: the same code gives the same phantoms and nearly the same weights
 (PyTorch's CPU kernels are not bit-reproducible across machines).
 """

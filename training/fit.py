@@ -8,6 +8,7 @@ given to each function.
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import math
@@ -272,23 +273,41 @@ def train_lesion_segmenter_3d(data: SliceSet, steps: int, seed: int, crop: int) 
 
 def export_onnx(net: nn.Module, card: ModelCard) -> bytes:
     """The ONNX file of ``net`` with a dynamic batch axis, checked against PyTorch."""
-    net.eval()
     example = torch.from_numpy(np.random.default_rng(0).random((2, 1, card.size, card.size)))
-    example = example.float()
+    return onnx_file(
+        net,
+        (example.float(),),
+        [spec.name for spec in card.inputs],
+        [output.name for output in card.outputs],
+        f"{card.name}: {card.summary}",
+    )
+
+
+def onnx_file(
+    net: nn.Module,
+    examples: tuple[Tensor, ...],
+    inputs: list[str],
+    outputs: list[str],
+    doc: str,
+) -> bytes:
+    """``net`` exported with a dynamic batch axis on every input, at opset 17 and IR 8."""
+    net.eval()
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    arguments = list(inspect.signature(net.forward).parameters)
     program = torch.onnx.export(
         net,
-        (example,),
-        input_names=["image"],
-        output_names=[output.name for output in card.outputs],
+        examples,
+        input_names=inputs,
+        output_names=outputs,
         opset_version=ONNX_OPSET,
-        dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
+        dynamic_shapes={name: {0: batch} for name in arguments},
         dynamo=True,
         external_data=False,
         verbose=False,
     )
     model = program.model_proto
     model.ir_version = ONNX_IR_VERSION
-    model.doc_string = f"{card.name}: {card.summary}"
+    model.doc_string = doc
     onnx.checker.check_model(model, full_check=True)
     buffer = io.BytesIO()
     onnx.save_model(model, buffer)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from training.cards import MetricRow, TensorSpec, render_config
+from training.cards import MetricRow, TensorSpec, readme_tail, render_config
 from training.phantoms import LUNG_WINDOW
 from training.tables import (
     CLINICAL_COLUMNS,
@@ -111,10 +111,6 @@ def _metric_table(card: TableCard, record: Mapping[str, Any]) -> str:
 
 def render_table_readme(card: TableCard, record: Mapping[str, Any]) -> str:
     training = record["training"]
-    parameters = "\n".join(
-        f"parameters {{ key: \"{k}\" value: {{ string_value: '{v}' }} }}"
-        for k, v in card.parameters().items()
-    )
     inputs = "\n".join(f"- `{t.name}` FP32 [{', '.join(map(str, t.dims))}]" for t in card.inputs)
     outputs = "\n".join(f"- `{t.name}` FP32 [{', '.join(map(str, t.dims))}]" for t in card.outputs)
     image = ""
@@ -160,27 +156,7 @@ table's columns by name, and refuses a table that lacks one or has another):
 
 Baseline: {card.baseline}
 
-## Model
-
-{training["parameters"]:,} parameters, ONNX opset 17, {training["onnx_bytes"] / 1024:.0f} KiB.
-Trained for {training["steps"]} steps of {training["batch"]} rows
-({training["seconds"]:.0f} s on two CPU cores), seed {training["seed"]}.
-
-## Parameters read by the gateway
-
-```
-{parameters}
-```
-
-See `model_repository/README.md` for their meaning.
-
-## Retrain
-
-```
-make models                                   # every example model, PyTorch on CPU
-.venv-train/bin/python -m training {card.name}
-```
-"""
+{readme_tail(card, training, "rows")}"""
 
 
 _FLAVOR = "FLaVor's example request for this task (its `test_data/{}`) is answered by this model."

@@ -8,7 +8,6 @@ Evaluation runs the exported ONNX file with ONNX Runtime, as Triton does.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable
@@ -17,14 +16,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnx
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from training.datasets import LESION, SliceSet, make_slice_set, model_input
-from training.fit import ONNX_IR_VERSION, ONNX_OPSET, _cells_near_lesions
+from training.fit import _cells_near_lesions, onnx_file
 from training.metrics import roc_auc
 from training.nets import LesionClassifierNet
 from training.table_cards import TableCard
@@ -136,32 +134,9 @@ def _optimise(net: nn.Module, steps: int, lr: float, loss: Callable[[], Tensor])
 
 
 def _export(net: nn.Module, card: TableCard, examples: tuple[Tensor, ...]) -> bytes:
-    names = [spec.name for spec in card.inputs]
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.onnx.export(
-        net,
-        examples,
-        input_names=names,
-        output_names=[spec.name for spec in card.outputs],
-        opset_version=ONNX_OPSET,
-        dynamic_shapes={name: {0: batch} for name in _argument_names(net)},
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-    )
-    model = program.model_proto
-    model.ir_version = ONNX_IR_VERSION
-    model.doc_string = f"{card.name}: {card.summary}"
-    onnx.checker.check_model(model, full_check=True)
-    buffer = io.BytesIO()
-    onnx.save_model(model, buffer)
-    return buffer.getvalue()
-
-
-def _argument_names(net: nn.Module) -> list[str]:
-    import inspect
-
-    return [p for p in inspect.signature(net.forward).parameters]
+    inputs = [spec.name for spec in card.inputs]
+    outputs = [spec.name for spec in card.outputs]
+    return onnx_file(net, examples, inputs, outputs, f"{card.name}: {card.summary}")
 
 
 def _session(onnx_bytes: bytes) -> ort.InferenceSession:

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from aicoco import AiCOCOFormatError, AiCOCOOutput, AiImage
-from aicoco.tables import AiCOCOHybridOutput, AiCOCOTabularOutput, AiTable
+from aicoco.tables import AiCOCOHybridOutput, AiCOCOTabularOutput
 from gateway.errors import (
     ApiError,
     InternalError,
@@ -28,6 +28,7 @@ from gateway.flavor.models import BaseAiCOCOInferenceModel
 from gateway.flavor.network import TritonSession
 from gateway.flavor.strategies import Call, calling
 from gateway.pipelines.base import PipelineBinding, accepted_keywords
+from gateway.pipelines.hybrid import image_tables
 from gateway.pipelines.tabular import table_meta
 from gateway.request import Document, InferenceRequest
 
@@ -42,7 +43,6 @@ class FlavorPipeline:
     def __init__(self, model: BaseAiCOCOInferenceModel, binding: PipelineBinding) -> None:
         self.model = model
         self.binding = binding
-        self.task = f"{model.kind} ({type(model).__name__})"
         self.sessions = [v for v in vars(model).values() if isinstance(v, TritonSession)]
 
     @property
@@ -101,11 +101,21 @@ class FlavorPipeline:
                     details={"model": self.model_name, "stage": fn.__name__},
                 ) from exc
 
-    def _infer(self, request: InferenceRequest, data: Any) -> Any:
+    def _infer(self, request: InferenceRequest, read: Any, **formatting: Any) -> Any:
+        """preprocess, inference, postprocess, then output_formatter with ``formatting``."""
         model = self.model
-        x = self._stage(request, "preprocess", model.preprocess, data)
+        x = self._stage(request, "preprocess", model.preprocess, read)
         out = self._stage(request, "triton", model.inference, x)
-        return self._stage(request, "postprocess", model.postprocess, out)
+        out = self._stage(request, "postprocess", model.postprocess, out)
+        return self._stage(
+            request,
+            "format",
+            model.output_formatter,
+            out,
+            categories=model.categories,
+            regressions=model.regressions,
+            **formatting,
+        )
 
     def _image(self, request: InferenceRequest) -> Any:
         images = sorted(request.images, key=lambda image: image.index)
@@ -115,18 +125,7 @@ class FlavorPipeline:
         )
         if modified:
             images = _follow(images, modified, request)
-        out = self._infer(request, data)
-        return self._stage(
-            request,
-            "format",
-            self.model.output_formatter,
-            out,
-            images=images,
-            categories=self.model.categories,
-            regressions=self.model.regressions,
-            data=data,
-            meta=request.fields.get("meta"),
-        )
+        return self._infer(request, data, images=images, data=data, meta=request.fields.get("meta"))
 
     def _tabular(self, request: InferenceRequest) -> Any:
         meta = table_meta(request.fields.get("meta"))
@@ -139,46 +138,26 @@ class FlavorPipeline:
                     f"of window_size {meta.window_size}",
                     details={"file_name": table.file_name, "rows": len(frame)},
                 )
-        out = self._infer(request, frames)
-        return self._stage(
+        return self._infer(
             request,
-            "format",
-            self.model.output_formatter,
-            out,
+            frames,
             tables=[table.model_dump() for table in request.tables],
             dataframes=frames,
             meta=meta.model_dump(),
-            categories=self.model.categories,
-            regressions=self.model.regressions,
         )
 
     def _hybrid(self, request: InferenceRequest) -> Any:
-        images = sorted(request.images, key=lambda image: image.index)
-        tables = {table.id: table for table in request.tables}
-        linked: list[AiTable] = []
-        for image in images:
-            named = (image.model_extra or {}).get("table_ids")
-            if not isinstance(named, list) or not named or named[0] not in tables:
-                raise WrongInputKind(
-                    f"images entry {image.id!r}: table_ids must name one of the tables "
-                    f"{sorted(tables)}, got {named!r}",
-                    details={"image_id": image.id},
-                )
-            linked.append(tables[named[0]])
+        pairs = image_tables(request)
+        images = [image for image, _ in pairs]
         image_paths = _paths(request, [image.file_name for image in images])
-        table_paths = _paths(request, [table.file_name for table in linked])
+        table_paths = _paths(request, [table.file_name for _, table in pairs])
         data = self._stage(request, "read", self.model.data_reader, image_paths, table_paths)
-        out = self._infer(request, data)
-        return self._stage(
+        return self._infer(
             request,
-            "format",
-            self.model.output_formatter,
-            out,
+            data,
             images=images,
             tables=[table.model_dump() for table in request.tables],
             meta=request.fields.get("meta") or {},
-            categories=self.model.categories,
-            regressions=self.model.regressions,
         )
 
     def _document(self, result: Any) -> Document:

@@ -63,6 +63,20 @@ class TritonSession:
             )
         return [outputs[name] for name in names]
 
+    def __call__(self, *arrays: Any) -> Any:
+        """FLaVor's default ``inference`` (``self.network(x)``): the arrays are the model's
+        inputs in order; the answer is its one output, or the list of them."""
+        config = self._config()
+        if len(arrays) != len(config.inputs):
+            raise InternalError(
+                f"model '{self.model_name}' takes {len(config.inputs)} input(s) "
+                f"{[spec.name for spec in config.inputs]}, got {len(arrays)}",
+                details={"model": self.model_name},
+            )
+        feeds = {spec.name: array for spec, array in zip(config.inputs, arrays, strict=True)}
+        outputs = self.run(None, feeds)
+        return outputs[0] if len(outputs) == 1 else outputs
+
     def get_inputs(self) -> list[NodeArg]:
         return self._nodes(self._config(), inputs=True)
 

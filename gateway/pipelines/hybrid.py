@@ -124,18 +124,7 @@ class HybridPipeline:
                 "with 'table_ids', and the 'tables' entries, with their files",
                 details={"model": self.model_name},
             )
-        tables = {table.id: table for table in request.tables}
-        pairs: list[tuple[AiImage, AiTable]] = []
-        for image in request.images:
-            named = (image.model_extra or {}).get("table_ids")
-            if not isinstance(named, list) or len(named) != 1 or named[0] not in tables:
-                raise WrongInputKind(
-                    f"images entry {image.id!r}: table_ids must name exactly one of the tables "
-                    f"{sorted(tables)}, got {named!r}",
-                    details={"image_id": image.id},
-                )
-            pairs.append((image, tables[named[0]]))
-        return pairs
+        return image_tables(request)
 
     def _inputs(
         self, request: InferenceRequest, pairs: Sequence[tuple[AiImage, AiTable]]
@@ -162,6 +151,23 @@ class HybridPipeline:
                 )
             features.append(rows[np.newaxis])
         return np.concatenate(images), np.concatenate(features)
+
+
+def image_tables(request: InferenceRequest) -> list[tuple[AiImage, AiTable]]:
+    """Each image entry, in ``index`` order, with the one table its ``table_ids`` names
+    (FLaVor's hybrid models take one table per image)."""
+    tables = {table.id: table for table in request.tables}
+    pairs: list[tuple[AiImage, AiTable]] = []
+    for image in sorted(request.images, key=lambda entry: entry.index):
+        named = (image.model_extra or {}).get("table_ids")
+        if not isinstance(named, list) or len(named) != 1 or named[0] not in tables:
+            raise WrongInputKind(
+                f"images entry {image.id!r}: table_ids must name exactly one of the tables "
+                f"{sorted(tables)}, got {named!r}",
+                details={"image_id": image.id},
+            )
+        pairs.append((image, tables[named[0]]))
+    return pairs
 
 
 def _meta(raw: Any) -> AiHybridMeta:

@@ -83,6 +83,12 @@ class SegmentationOutput(_Strict):
     instances: bool = False
 
 
+def _no_repeats(names: list[str], what: str) -> None:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"duplicate {what} {repeated}")
+
+
 class ColumnSpec(_Strict):
     name: Annotated[str, Field(min_length=1)]
     dtype: ColumnType = "float"
@@ -98,10 +104,7 @@ class TableSpec(_Strict):
     @field_validator("columns")
     @classmethod
     def _unique(cls, columns: list[ColumnSpec]) -> list[ColumnSpec]:
-        names = [column.name for column in columns]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"duplicate column names {repeated}")
+        _no_repeats([column.name for column in columns], "column names")
         return columns
 
     def reader_columns(self) -> tuple[Column, ...]:
@@ -136,10 +139,7 @@ class _CategoryList(BaseModel):
     @field_validator("items")
     @classmethod
     def _unique(cls, items: list[CategorySpec]) -> list[CategorySpec]:
-        names = [item.name for item in items]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate names {duplicates}")
+        _no_repeats([item.name for item in items], "names")
         return items
 
 

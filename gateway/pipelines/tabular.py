@@ -14,6 +14,7 @@ megabytes.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
@@ -46,7 +47,7 @@ FEATURES = "features"
 IMAGE = "image"
 
 
-class TabularPipeline:
+class TabularPipeline(abc.ABC):
     """Shared by both tasks: read, window, infer, write records. Subclasses turn one batch of
     model outputs into the array :class:`~aicoco.tables.RecordBuilder` takes."""
 
@@ -95,7 +96,9 @@ class TabularPipeline:
         ids = request.ids
         categories = build_categories(self.categories, ids)
         regressions = build_regressions(self.regressions, ids)
-        with self.records.writer() as writer:
+        cpu = self.binding.cpu
+        writer = self.records.open()  # only creates the file: on the loop, so it cannot leak
+        try:
             for table in request.tables:
                 builder = RecordBuilder(
                     table.id,
@@ -108,6 +111,11 @@ class TabularPipeline:
                 )
                 with request.stage("triton"):
                     await self._table(request, table, builder, writer)
+        except BaseException:
+            # Synchronous: it must run while the task is being cancelled (a client that hung up).
+            writer.discard()
+            raise
+        await cpu.run(writer.commit)
         return AiCOCOTabularOutput(
             tables=request.tables,
             categories=categories,
@@ -145,9 +153,11 @@ class TabularPipeline:
             if reader.rows == 0:
                 raise no_rows(reader.file_name)
         finally:
-            if not pending.done():
-                pending.cancel()
-                await asyncio.wait({pending})
+            # The read in progress runs on a thread that cannot be stopped: let it end before
+            # the file closes under it, and take its outcome (its error, if any, is superseded).
+            await asyncio.wait({pending})
+            if not pending.cancelled():
+                pending.exception()
             reader.close()
 
     def _write(
@@ -163,8 +173,9 @@ class TabularPipeline:
             ) from None
         writer.write(lines, len(values))
 
+    @abc.abstractmethod
     def decide(self, values: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """A batch's ``vector`` output -> 0/1 per category, or the reported values."""
 
     def _partial_window(self, reader: TableReader, window: int) -> NoReturn:
         raise TableWindowMismatch(

@@ -8,13 +8,7 @@ import numpy as np
 import pytest
 
 from aicoco import AiCOCOFormatError, IdGenerator, build_categories, build_regressions
-from aicoco.tables import AiCOCOTabularOutput, AiRecord, AiRecords, RecordBuilder, windows
-
-
-def test_windows_are_whole_and_consecutive() -> None:
-    assert [list(w) for w in windows(6, 3)] == [[0, 1, 2], [3, 4, 5]]
-    with pytest.raises(AiCOCOFormatError, match="divisible"):
-        list(windows(7, 3))
+from aicoco.tables import AiCOCOTabularOutput, AiRecord, AiRecords, RecordBuilder
 
 
 def test_classification_records_continue_across_batches() -> None:

@@ -170,3 +170,28 @@ def test_a_script_refuses_the_wrong_kind_of_request(scripts: dict[str, httpx.Cli
     response = scripts["wine_quality_app.py"].post("/invocations", data=data, files=files)
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "wrong_input_kind"
+
+
+def test_without_triton_url_a_script_starts_its_own_triton(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """``python script.py`` alone, as on a laptop: InferAPP starts a local Triton on
+    model_repository/ (as ``make run``), serves, and stops both on SIGTERM."""
+    folder = tmp_path_factory.mktemp("alone")
+    (folder / "records").mkdir()
+    process = GatewayProcess(
+        folder,
+        "",
+        {"TRITON_URL": "", "RECORDS_DIR": str(folder / "records")},
+        command=[str(EXAMPLES / "wine_quality_app.py")],
+    )
+    try:
+        process.wait_until_ready()
+        fields, files = flavor_request("tabular_cls")
+        response = httpx.post(f"{process.url}/invocations", data=fields, files=files, timeout=60)
+        assert response.status_code == 200, response.text
+        assert response.json()["records"]["rows"] == 3
+    finally:
+        process.stop()
+    assert process.process.returncode == 0, process.log_tail()
+    assert "Triton is up" in process.log_path.read_text()

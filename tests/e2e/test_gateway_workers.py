@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from gateway.server import STARTUP_S
-from tests.e2e.conftest import _GatewayProcess
+from tests.e2e.conftest import GatewayProcess
 from tests.factories import chest_png
 from triton_local import LocalTriton
 from triton_local.process import children_of
@@ -68,7 +68,7 @@ def post(url: str, png: bytes) -> int:
 
 
 def test_two_workers_share_the_port_and_their_metrics(triton: LocalTriton, tmp_path: Path) -> None:
-    gateway = _GatewayProcess(tmp_path, triton.grpc_url, {"WORKERS": "2"})
+    gateway = GatewayProcess(tmp_path, triton.grpc_url, {"WORKERS": "2"})
     try:
         gateway.wait_until_ready()
         parent = gateway.process.pid
