@@ -131,8 +131,8 @@ def _table_model(name: str, evaluate_only: bool, scale: float) -> dict[str, Any]
         from training import table_fit
 
         torch.set_num_threads(min(2, os.cpu_count() or 1))
-        steps = max(1, round(table_fit.STEPS[name] * scale))
-        result = table_fit.TRAINERS[name](card, steps, table_fit.SEEDS[name])
+        steps = max(1, round(card.steps * scale))
+        result = table_fit.TRAINERS[name](card, steps, card.seed)
         (folder / "1").mkdir(parents=True, exist_ok=True)
         (folder / "1" / "model.onnx").write_bytes(result.onnx_bytes)
         record = {

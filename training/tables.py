@@ -1,4 +1,5 @@
-"""Synthetic tables with the columns of FLaVor's example requests, made here from a seed.
+"""The example table models' data: synthetic tables with the columns of FLaVor's example
+requests, made here from a seed, and two clinical data sets that scikit-learn ships.
 
 FLaVor's tabular examples use the red-wine quality table (11 physico-chemical columns, quality
 grades 3 to 8), the California housing table (8 census-block columns, value in units of
@@ -13,7 +14,13 @@ sulphates and falls with volatile acidity; value rises with income and near the 
 a model has something real to learn, but they are models of the data, not the data: the
 example models are for showing the service, not for wine, houses or patients.
 
-numpy only: the tests import this module to check the committed models' held-out figures.
+Two example models learn from real data instead: the Wisconsin diagnostic breast cancer table
+(569 fine-needle aspirates, 30 nucleus measurements) and the diabetes table (442 patients, 10
+baseline variables, a progression score a year later), both bundled with scikit-learn and read
+without a download (:func:`bundled_table`).
+
+numpy only at import (scikit-learn is imported by :func:`bundled_table`, in the training
+environment): the tests import this module to check the committed models' held-out figures.
 """
 
 from __future__ import annotations
@@ -239,6 +246,58 @@ def clinical_table(seed: int, rows: int) -> Table:
     )
     values = np.stack(columns, axis=1).astype(np.float32)
     return Table(CLINICAL_COLUMNS, values, risk_logit)
+
+
+BREAST_CANCER = "breast_cancer"
+DIABETES = "diabetes"
+BREAST_CANCER_COLUMNS = tuple(
+    pattern.format(measure)
+    for pattern in ("mean {}", "{} error", "worst {}")
+    for measure in (
+        "radius",
+        "texture",
+        "perimeter",
+        "area",
+        "smoothness",
+        "compactness",
+        "concavity",
+        "concave points",
+        "symmetry",
+        "fractal dimension",
+    )
+)
+"""scikit-learn's names: ``mean radius`` ... then ``radius error`` ... then ``worst radius``."""
+DIABETES_COLUMNS = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
+
+
+def bundled_table(name: str) -> Table:
+    """A data set scikit-learn ships: ``breast_cancer`` (target 1 = malignant) or ``diabetes``
+    (raw units: age in years, sex 1/2, BMI, mean blood pressure, six serum measurements)."""
+    from sklearn import datasets
+
+    if name == BREAST_CANCER:
+        bunch = datasets.load_breast_cancer()
+        target = (bunch.target == list(bunch.target_names).index("malignant")).astype(np.float64)
+    elif name == DIABETES:
+        bunch = datasets.load_diabetes(scaled=False)
+        target = bunch.target.astype(np.float64)
+    else:
+        raise ValueError(f"no bundled table {name!r}")
+    columns = tuple(str(column) for column in bunch.feature_names)
+    if columns != {BREAST_CANCER: BREAST_CANCER_COLUMNS, DIABETES: DIABETES_COLUMNS}[name]:
+        raise ValueError(f"scikit-learn's {name} table has other columns now: {columns}")
+    return Table(columns, np.asarray(bunch.data, dtype=np.float32), target)
+
+
+def split(table: Table, seed: int, held_out: float) -> tuple[Table, Table]:
+    """A seeded random split into training and held-out rows."""
+    order = np.random.default_rng(seed).permutation(len(table.target))
+    cut = round(len(order) * (1 - held_out))
+    train, held = order[:cut], order[cut:]
+    return (
+        Table(table.columns, table.values[train], table.target[train]),
+        Table(table.columns, table.values[held], table.target[held]),
+    )
 
 
 def hybrid_labels(

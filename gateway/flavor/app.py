@@ -84,12 +84,12 @@ class InferAPP:
 
         try:
             settings = self.settings(port, host)
+            if os.environ.get("TRITON_URL", "").strip():
+                serve(settings, self.pipelines())
+                return
+            code = run_local(settings, REPOSITORY, RUN_DIR, self.pipelines())
         except SettingsError as exc:
             print(f"configuration error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-        if os.environ.get("TRITON_URL", "").strip():
-            serve(settings, self.pipelines())
-            return
-        code = run_local(settings, REPOSITORY, RUN_DIR, self.pipelines())
         if code:
             raise SystemExit(code)

@@ -70,3 +70,15 @@ async def test_a_blocking_run_on_the_event_loop_is_refused() -> None:
             session.run(None, {"image": 0})
     finally:
         await client.close()
+
+
+def test_several_workers_are_refused_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """InferAPP's instance lives in one process: WORKERS=2 stops it at once, saying why."""
+    monkeypatch.setenv("WORKERS", "2")
+    monkeypatch.setenv("TRITON_URL", "127.0.0.1:1")
+    with pytest.raises(SystemExit) as stopped:
+        InferAPP(infer_function=Model()).run(port=9999)
+    assert stopped.value.code == 2
+    assert "WORKERS=2" in capsys.readouterr().err
