@@ -45,8 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument("--repository", type=Path, default=REPOSITORY, help="Triton model repository")
     run.add_argument("--log-dir", type=Path, default=RUN_DIR, help="where Triton's log goes")
-    send = commands.add_parser("send", help="post image files and print the AiCOCO answer")
-    send.add_argument("files", nargs="+", type=Path, help="image files, one images entry each")
+    send = commands.add_parser("send", help="post image or table files and print the AiCOCO answer")
+    send.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help="image files (one images entry each) and .csv/.tsv tables (one tables entry each)",
+    )
     send.add_argument("--model", help="model name (default: the gateway's default model)")
     send.add_argument(
         "--url",
@@ -70,6 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--save",
         type=Path,
         help="where a DICOM answer goes (default: the file name the gateway suggests, here)",
+    )
+    send.add_argument(
+        "--window-size",
+        type=int,
+        default=1,
+        help="tables: the rows that make one record, sent as meta.window_size (default 1)",
+    )
+    send.add_argument(
+        "--records", type=Path, help="tables: download the answer's records (JSON Lines) here"
     )
     send.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
     new_key = commands.add_parser(
@@ -101,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout_s=args.timeout,
             output=args.output,
             save=args.save,
+            window_size=args.window_size,
+            records=args.records,
         )
     try:
         settings = Settings.from_env()

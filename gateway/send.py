@@ -1,8 +1,10 @@
-"""``python -m gateway send``: post image files to a gateway the way FLaVor clients do.
+"""``python -m gateway send``: post image or table files to a gateway the way FLaVor clients do.
 
 Standard library only, so that it runs where only the aicoco library is installed: repeated
 ``files`` parts streamed from disk (a CT series is never held in memory), an ``images`` field
-with one entry per file, and any extra JSON fields.
+with one entry per image, a ``tables`` field with one entry per ``.csv`` or ``.tsv`` file (and
+``meta`` with ``window_size``), and any extra JSON fields. Images and tables together make a
+hybrid request: each image names its table (the one table, or the table in the same position).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 _CHUNK = 1024 * 1024
+TABLE_SUFFIXES = frozenset({".csv", ".tsv"})
 
 
 def send_files(
@@ -29,11 +32,14 @@ def send_files(
     timeout_s: float,
     output: str = "aicoco",
     save: Path | None = None,
+    window_size: int = 1,
+    records: Path | None = None,
 ) -> int:
     """Post like a FLaVor client: repeated ``files`` parts and an ``images`` JSON field.
 
     The AiCOCO answer is printed; a DICOM one (``output`` seg, sr or dicom) is saved to ``save``,
-    or under the name the gateway's Content-Disposition suggests, and its path printed.
+    or under the name the gateway's Content-Disposition suggests, and its path printed. A
+    tabular answer's records are downloaded to ``records`` when it is given.
     """
     from aicoco import IdGenerator
 
@@ -47,7 +53,10 @@ def send_files(
         print(f"not a file: {', '.join(missing)}", file=sys.stderr)
         return 2
     ids = IdGenerator()
-    images = [
+    table_files = [path for path in files if path.suffix.lower() in TABLE_SUFFIXES]
+    image_files = [path for path in files if path.suffix.lower() not in TABLE_SUFFIXES]
+    tables = [{"id": ids(), "file_name": path.name} for path in table_files]
+    images: list[dict[str, Any]] = [
         {
             "id": ids(),
             "file_name": path.name,
@@ -55,9 +64,24 @@ def send_files(
             "category_ids": None,
             "regressions": None,
         }
-        for index, path in enumerate(files)
+        for index, path in enumerate(image_files)
     ]
-    form: dict[str, str] = {"images": json.dumps(images)}
+    if images and tables:
+        if len(tables) not in (1, len(images)):
+            print(
+                f"{len(images)} images and {len(tables)} tables: a hybrid request links each "
+                "image to one table, so send one table, or one per image (in the same order)",
+                file=sys.stderr,
+            )
+            return 2
+        for position, image in enumerate(images):
+            image["table_ids"] = [tables[position if len(tables) > 1 else 0]["id"]]
+    form: dict[str, str] = {}
+    if images:
+        form["images"] = json.dumps(images)
+    if tables:
+        form["tables"] = json.dumps(tables)
+        form["meta"] = json.dumps({"window_size": window_size})
     for item in fields:
         name, sep, value = item.partition("=")
         if not sep or not name or not _is_json(value):
@@ -94,6 +118,27 @@ def send_files(
         print(f"cannot reach {target}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(body, indent=2, ensure_ascii=False))
+    href = body.get("records", {}).get("href") if isinstance(body, dict) else None
+    if records is not None and href:
+        return _download(url.rstrip("/") + href, records, timeout_s)
+    return 0
+
+
+def _download(target: str, path: Path, timeout_s: float) -> int:
+    """The records artifact, streamed to ``path``; its line count printed to stderr."""
+    try:
+        with urllib.request.urlopen(target, timeout=timeout_s) as response, path.open("wb") as out:
+            lines = 0
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                lines += chunk.count(b"\n")
+    except urllib.error.HTTPError as exc:
+        print(f"HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"cannot fetch {target}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{lines} records in {path}", file=sys.stderr)
     return 0
 
 

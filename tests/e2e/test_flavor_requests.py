@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +161,48 @@ def test_records_artifact_is_a_404_outside_its_name_pattern(http: httpx.Client) 
         response = http.get(f"/invocations/artifacts/{name}")
         assert response.status_code == 404
         assert response.json()["error"]["code"] in {"artifact_not_found", "not_found"}
+
+
+def test_models_lists_what_a_table_model_takes(http: httpx.Client) -> None:
+    model = http.get("/models/wine_quality_classifier").json()
+    assert model["ready"] and model["task"] == "tabular_classification"
+    assert model["table"]["window_size"] == 1
+    assert [c["name"] for c in model["table"]["columns"]][:2] == [
+        "fixed acidity",
+        "volatile acidity",
+    ]
+    assert [c["name"] for c in model["categories"]] == ["3", "4", "5", "6", "7", "8"]
+    hybrid = http.get("/models/lesion_risk_hybrid").json()
+    assert hybrid["task"] == "hybrid_classification" and len(hybrid["table"]["columns"]) == 22
+
+
+def test_the_send_command_posts_tables_and_saves_the_records(
+    http: httpx.Client, tmp_path: Path
+) -> None:
+    table = REQUESTS / "tabular_cls" / "test_cls.csv"
+    records = tmp_path / "records.jsonl"
+    url = str(http.base_url)
+    base = [sys.executable, "-m", "gateway", "send", "--url", url]
+    done = subprocess.run(
+        [*base, "--model", "wine_quality_classifier", "--records", str(records), str(table)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["records"]["rows"] == 3
+    assert len(records.read_text().splitlines()) == 3
+    image = tmp_path / "eye.jpg"
+    image.write_bytes(fundus_like_jpeg())
+    clinical = REQUESTS / "hybrid" / "test_cls.csv"
+    hybrid = subprocess.run(
+        [*base, "--model", "lesion_risk_hybrid", str(image), str(clinical)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert hybrid.returncode == 0, hybrid.stderr
+    (entry,) = json.loads(hybrid.stdout)["images"]
+    assert len(entry["category_ids"]) == 1 and entry["table_ids"]
