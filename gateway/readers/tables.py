@@ -150,9 +150,9 @@ class TableReader:
         cells: list[list[str]] = []
         lines: list[int] = []
         for row in self._next_rows(rows):
+            if row == [] or row == [""]:
+                continue  # a blank line, as spreadsheets write at the end
             if len(row) != width:
-                if not any(row):
-                    continue  # a blank line, as spreadsheets write at the end
                 raise InvalidTable(
                     f"the table {self.file_name!r}: line {self._rows.line_num} has {len(row)} "
                     f"cells where the header has {width}",

@@ -114,6 +114,14 @@ def test_refusals_name_the_file_line_and_column(
         assert raised.value.details[key] == value
 
 
+def test_blank_lines_are_skipped_but_empty_cells_are_not(tmp_path: Path) -> None:
+    """A blank line is no row, even in a one-column table; ``,`` is a row of empty cells."""
+    values = read_table(upload(tmp_path, b"a\n1\n\n2\n\n"), [Column("a")], LIMITS)
+    np.testing.assert_array_equal(values, [[1.0], [2.0]])
+    with pytest.raises(TableValueError, match="empty cell"):
+        read_table(upload(tmp_path, b"a,b\n1,2\n,\n"), [Column("a"), Column("b")], LIMITS)
+
+
 def test_not_utf8_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidTable, match="not UTF-8"):
         read_table(upload(tmp_path, "a\n\u00e9\n".encode("latin-1")), [Column("a")], LIMITS)
