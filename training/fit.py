@@ -1,4 +1,4 @@
-"""Training of the five example models (PyTorch, CPU) and their export to ONNX.
+"""Training of the five example image models (PyTorch, CPU) and their export to ONNX.
 
 Every model learns from dense targets drawn from the phantoms' ground truth (lesion masks,
 centres, sizes) even when its served output is a single number: dense supervision makes tiny
