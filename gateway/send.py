@@ -111,12 +111,8 @@ def send_files(
                 print(path)
                 return 0
             body: Any = json.load(response)
-    except urllib.error.HTTPError as exc:
-        print(f"HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')}", file=sys.stderr)
-        return 1
     except (urllib.error.URLError, OSError) as exc:
-        print(f"cannot reach {target}: {exc}", file=sys.stderr)
-        return 1
+        return _failed(target, exc)
     print(json.dumps(body, indent=2, ensure_ascii=False))
     href = body.get("records", {}).get("href") if isinstance(body, dict) else None
     if records is not None and href:
@@ -132,14 +128,19 @@ def _download(target: str, path: Path, timeout_s: float) -> int:
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
                 lines += chunk.count(b"\n")
-    except urllib.error.HTTPError as exc:
-        print(f"HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')}", file=sys.stderr)
-        return 1
     except (urllib.error.URLError, OSError) as exc:
-        print(f"cannot fetch {target}: {exc}", file=sys.stderr)
-        return 1
+        return _failed(target, exc)
     print(f"{lines} records in {path}", file=sys.stderr)
     return 0
+
+
+def _failed(target: str, exc: urllib.error.URLError | OSError) -> int:
+    """Say why a call failed: the gateway's error body, or why it could not be reached."""
+    if isinstance(exc, urllib.error.HTTPError):
+        print(f"HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')}", file=sys.stderr)
+    else:
+        print(f"cannot reach {target}: {exc}", file=sys.stderr)
+    return 1
 
 
 def _is_json(text: str) -> bool:

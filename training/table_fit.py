@@ -175,29 +175,73 @@ def _rows(table: Table) -> npt.NDArray[np.float32]:
     return table.values[:, None, :]
 
 
+@dataclass(frozen=True)
+class Fit:
+    """How one table model is optimised: steps, learning rate, rows per step, seed."""
+
+    steps: int
+    lr: float
+    batch: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Fitted:
+    onnx_bytes: bytes
+    training: dict[str, Any]
+    held_out: npt.NDArray[np.float32]
+    """The exported model's output on the held-out rows."""
+
+    def result(self, evaluation: dict[str, Any]) -> Result:
+        return Result(self.onnx_bytes, self.training, evaluation)
+
+
+Criterion = Callable[[Tensor, Tensor], Tensor]
+
+
+def _first(criterion: Criterion) -> Criterion:
+    """``criterion`` on a one-output network's only column."""
+    return lambda logits, target: criterion(logits[:, 0], target)
+
+
+def _fit_rows(
+    net: TableNet,
+    card: TableCard,
+    train: Table,
+    held: Table,
+    criterion: Criterion,
+    y: Tensor,
+    fit: Fit,
+) -> Fitted:
+    """Train on random batches of ``train``'s rows, export, and run the ONNX file on ``held``."""
+    x = torch.from_numpy(_rows(train))
+    generator = torch.Generator().manual_seed(fit.seed)
+
+    def loss() -> Tensor:
+        pick = torch.randint(0, len(x), (fit.batch,), generator=generator)
+        return criterion(net.logits(x[pick]), y[pick])
+
+    seconds = _optimise(net, fit.steps, fit.lr, loss)
+    onnx_bytes = _export(net, card, (x[:2],))
+    outputs = _session(onnx_bytes).run(None, {"features": _rows(held)})[0]
+    facts = _facts(net, onnx_bytes, fit.steps, seconds, fit.seed, fit.batch)
+    return Fitted(onnx_bytes, facts, outputs)
+
+
 def train_classifier(card: TableCard, steps: int, seed: int) -> Result:
     torch.manual_seed(seed)
     train, held = wine_table(seed, TRAIN_ROWS), wine_table(seed + 1000, HELD_OUT_ROWS)
     net = TableNet(train.values, len(card.categories), "classification")
-    x = torch.from_numpy(_rows(train))
     y = torch.from_numpy(train.target.astype(np.int64))
-    generator = torch.Generator().manual_seed(seed)
-
-    def loss() -> Tensor:
-        pick = torch.randint(0, len(x), (BATCH,), generator=generator)
-        return F.cross_entropy(net.logits(x[pick]), y[pick])
-
-    seconds = _optimise(net, steps, 3e-3, loss)
-    onnx_bytes = _export(net, card, (x[:2],))
-    probabilities = _session(onnx_bytes).run(None, {"features": _rows(held)})[0]
-    predicted = probabilities.argmax(axis=1)
+    fitted = _fit_rows(net, card, train, held, F.cross_entropy, y, Fit(steps, 3e-3, BATCH, seed))
+    predicted = fitted.held_out.argmax(axis=1)
     truth = held.target.astype(np.int64)
     majority = np.bincount(train.target.astype(np.int64)).argmax()
     evaluation = {
         "model": _class_metrics(predicted, truth, len(card.categories)),
         "baseline": _class_metrics(np.full_like(truth, majority), truth, len(card.categories)),
     }
-    return Result(onnx_bytes, _facts(net, onnx_bytes, steps, seconds, seed, BATCH), evaluation)
+    return fitted.result(evaluation)
 
 
 def _class_metrics(
@@ -218,24 +262,24 @@ def train_binary(card: TableCard, steps: int, seed: int) -> Result:
     torch.manual_seed(seed)
     train, held = split(bundled_table(BREAST_CANCER), seed, 0.25)
     net = TableNet(train.values, 1, "binary")
-    x = torch.from_numpy(_rows(train))
     y = torch.from_numpy(train.target.astype(np.float32))
-    generator = torch.Generator().manual_seed(seed)
-
-    def loss() -> Tensor:
-        pick = torch.randint(0, len(x), (BATCH,), generator=generator)
-        return F.binary_cross_entropy_with_logits(net.logits(x[pick])[:, 0], y[pick])
-
-    seconds = _optimise(net, steps, 1e-3, loss)
-    onnx_bytes = _export(net, card, (x[:2],))
-    scores = _session(onnx_bytes).run(None, {"features": _rows(held)})[0][:, 0]
+    fitted = _fit_rows(
+        net,
+        card,
+        train,
+        held,
+        _first(F.binary_cross_entropy_with_logits),
+        y,
+        Fit(steps, 1e-3, BATCH, seed),
+    )
+    scores = fitted.held_out[:, 0]
     truth = held.target.astype(np.int64)
     majority = float(np.round(train.target.mean()))
     evaluation = {
         "model": _diagnosis_metrics(scores, truth),
         "baseline": _diagnosis_metrics(np.full(len(truth), majority), truth),
     }
-    return Result(onnx_bytes, _facts(net, onnx_bytes, steps, seconds, seed, BATCH), evaluation)
+    return fitted.result(evaluation)
 
 
 def _diagnosis_metrics(scores: npt.NDArray[Any], truth: npt.NDArray[np.int64]) -> dict[str, float]:
@@ -260,22 +304,14 @@ def train_regressor(card: TableCard, steps: int, seed: int) -> Result:
     target = (float(train.target.mean()), float(train.target.std()))
     batch = SMALL_BATCH if small else BATCH
     net = TableNet(train.values, 1, "regression", target, hidden=(8,) if small else (64, 64))
-    x = torch.from_numpy(_rows(train))
     y = torch.from_numpy(((train.target - target[0]) / target[1]).astype(np.float32))
-    generator = torch.Generator().manual_seed(seed)
-
-    def loss() -> Tensor:
-        pick = torch.randint(0, len(x), (batch,), generator=generator)
-        return F.mse_loss(net.logits(x[pick])[:, 0], y[pick])
-
-    seconds = _optimise(net, steps, 3e-3, loss)
-    onnx_bytes = _export(net, card, (x[:2],))
-    predicted = _session(onnx_bytes).run(None, {"features": _rows(held)})[0][:, 0]
+    fitted = _fit_rows(net, card, train, held, _first(F.mse_loss), y, Fit(steps, 3e-3, batch, seed))
+    predicted = fitted.held_out[:, 0]
     evaluation = {
         "model": _regression_metrics(predicted, held.target),
         "baseline": _regression_metrics(np.full(len(held.target), target[0]), held.target),
     }
-    return Result(onnx_bytes, _facts(net, onnx_bytes, steps, seconds, seed, batch), evaluation)
+    return fitted.result(evaluation)
 
 
 def _regression_metrics(predicted: npt.NDArray[Any], truth: npt.NDArray[Any]) -> dict[str, float]:

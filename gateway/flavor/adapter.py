@@ -10,12 +10,12 @@ the fault is in the model's code, not in the client's request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
-from aicoco import AiCOCOFormatError, AiCOCOOutput, AiImage
+from aicoco import AiCOCOFormatError, AiCOCOOutput
 from aicoco.tables import AiCOCOHybridOutput, AiCOCOTabularOutput
 from gateway.errors import (
     ApiError,
@@ -27,7 +27,13 @@ from gateway.errors import (
 from gateway.flavor.models import BaseAiCOCOInferenceModel
 from gateway.flavor.network import TritonSession
 from gateway.flavor.strategies import Call, calling
-from gateway.pipelines.base import PipelineBinding, accepted_keywords
+from gateway.pipelines.base import (
+    PipelineBinding,
+    accepted_keywords,
+    reorder,
+    unpack_read,
+    upload_paths,
+)
 from gateway.pipelines.hybrid import image_tables
 from gateway.pipelines.tabular import table_meta
 from gateway.request import Document, InferenceRequest
@@ -119,17 +125,18 @@ class FlavorPipeline:
 
     def _image(self, request: InferenceRequest) -> Any:
         images = sorted(request.images, key=lambda image: image.index)
-        paths = _paths(request, [image.file_name for image in images])
-        data, modified = self._stage(
-            request, "read", self.model.data_reader, paths, images=images, **request.fields
+        names = upload_paths(request, [image.file_name for image in images])
+        read = self._stage(
+            request, "read", self.model.data_reader, list(names), images=images, **request.fields
         )
+        data, modified = unpack_read(self.model_name, read)
         if modified:
-            images = _follow(images, modified, request)
+            images = reorder(images, modified, names)
         return self._infer(request, data, images=images, data=data, meta=request.fields.get("meta"))
 
     def _tabular(self, request: InferenceRequest) -> Any:
         meta = table_meta(request.fields.get("meta"))
-        paths = _paths(request, [table.file_name for table in request.tables])
+        paths = list(upload_paths(request, [table.file_name for table in request.tables]))
         frames = self._stage(request, "read", self.model.data_reader, paths)
         for table, frame in zip(request.tables, frames, strict=True):
             if len(frame) % meta.window_size:
@@ -149,8 +156,8 @@ class FlavorPipeline:
     def _hybrid(self, request: InferenceRequest) -> Any:
         pairs = image_tables(request)
         images = [image for image, _ in pairs]
-        image_paths = _paths(request, [image.file_name for image in images])
-        table_paths = _paths(request, [table.file_name for _, table in pairs])
+        image_paths = list(upload_paths(request, [image.file_name for image in images]))
+        table_paths = list(upload_paths(request, [table.file_name for _, table in pairs]))
         data = self._stage(request, "read", self.model.data_reader, image_paths, table_paths)
         return self._infer(
             request,
@@ -172,21 +179,3 @@ class FlavorPipeline:
                 f"{self.model.kind} document: {exc.errors(include_url=False)[0]['msg']}",
                 details={"model": self.model_name},
             ) from None
-
-
-def _paths(request: InferenceRequest, names: Sequence[str]) -> list[str]:
-    """The uploads' local paths, one per distinct name, in the order given."""
-    return [str(request.uploads[name].path) for name in dict.fromkeys(names)]
-
-
-def _follow(
-    images: list[AiImage], files: Sequence[str], request: InferenceRequest
-) -> list[AiImage]:
-    by_path = {str(upload.path): upload.file_name for upload in request.uploads.values()}
-    ordered: list[AiImage] = []
-    for path in files:
-        name = by_path.get(str(path))
-        if name is None:
-            raise InternalError(f"data_reader returned a file it was not given: {path}")
-        ordered.extend(image for image in images if image.file_name == name)
-    return ordered

@@ -68,10 +68,6 @@ def _current() -> Call:
     return call
 
 
-def _specs(entries: Sequence[Any] | None) -> list[Any]:
-    return [dict(entry) if isinstance(entry, Mapping) else entry for entry in entries or ()]
-
-
 class _ImageStrategy:
     strategy: OutputStrategy
 
@@ -86,8 +82,8 @@ class _ImageStrategy:
         return self.strategy(
             model_out,
             images=[AiImage.model_validate(image) for image in images],
-            categories=_specs(categories),
-            regressions=_specs(regressions),
+            categories=categories or (),
+            regressions=regressions or (),
             ids=_current().ids,
         )
 
@@ -125,8 +121,8 @@ class _TabularStrategy:
         entries = [AiTable.model_validate(table) for table in tables]
         table_meta = AiTableMeta.model_validate(meta)
         window = table_meta.window_size
-        cats = build_categories(_specs(categories) if self.kind == "cls" else [], call.ids)
-        regs = build_regressions(_specs(regressions) if self.kind == "reg" else [], call.ids)
+        cats = build_categories((categories or ()) if self.kind == "cls" else (), call.ids)
+        regs = build_regressions((regressions or ()) if self.kind == "reg" else (), call.ids)
         out = np.asarray(model_out)
         offset = 0
         with call.records.writer() as writer:
@@ -185,8 +181,8 @@ class _HybridStrategy:
         document = self.strategy(
             model_out,
             images=[AiImage.model_validate(image) for image in images],
-            categories=_specs(categories),
-            regressions=_specs(regressions),
+            categories=categories or (),
+            regressions=regressions or (),
             ids=_current().ids,
         )
         return AiCOCOHybridOutput(

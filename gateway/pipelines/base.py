@@ -263,9 +263,9 @@ class AiCOCOImagePipeline(abc.ABC):
         kept: dict[str, Any] = {}
 
         def keep_read(read: Any) -> None:
-            data, modified = _unpack_read(self.model_name, read)
+            data, modified = unpack_read(self.model_name, read)
             kept["data"] = data
-            kept["images"] = _reorder(images, modified, names) if modified else images
+            kept["images"] = reorder(images, modified, names) if modified else images
 
         await _run_stages(
             self.cpu,
@@ -430,14 +430,16 @@ def _files(
     The HTTP layer has checked the pairing already; a pipeline called directly (a test, a
     benchmark) gets the same check."""
     check_uploads((image.file_name for image in images), request.uploads)
-    paths: dict[str, str] = {}
-    for image in images:
-        upload = request.uploads[image.file_name]
-        paths.setdefault(str(upload.path), upload.file_name)
+    paths = upload_paths(request, [image.file_name for image in images])
     return list(paths), paths
 
 
-def _unpack_read(model: str, read: Any) -> tuple[Any, Sequence[str] | None]:
+def upload_paths(request: InferenceRequest, names: Sequence[str]) -> dict[str, str]:
+    """Local path -> file name of the uploads ``names`` names, each once, in that order."""
+    return {str(request.uploads[name].path): name for name in dict.fromkeys(names)}
+
+
+def unpack_read(model: str, read: Any) -> tuple[Any, Sequence[str] | None]:
     if not isinstance(read, tuple) or len(read) != 2:
         raise InternalError(
             f"the pipeline of model '{model}': data_reader must return (data, modified_files "
@@ -448,7 +450,7 @@ def _unpack_read(model: str, read: Any) -> tuple[Any, Sequence[str] | None]:
     return data, modified
 
 
-def _reorder(
+def reorder(
     images: Sequence[AiImage], files: Sequence[str], names: Mapping[str, str]
 ) -> list[AiImage]:
     """FLaVor's rule: the entries follow ``files`` (the data's order), each file's by index."""

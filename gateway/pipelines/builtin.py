@@ -187,7 +187,7 @@ class _VectorPipeline(_WholeStackPipeline[S]):
         return len(self.categories if self.declares == "categories" else self.regressions)
 
     def check_outputs(self, config: ModelConfig) -> None:
-        _check_output(config, self.vector, "FP32", (self._declared(),))
+        check_tensor(config, self.vector, "output", "FP32", (self._declared(),))
 
     def vectors(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
         """``(slices, declared)`` values, or a clear model error."""
@@ -229,8 +229,8 @@ class DetectionPipeline(_WholeStackPipeline[DetectionOutput]):
     strategy = DetectionStrategy()
 
     def check_outputs(self, config: ModelConfig) -> None:
-        _check_output(config, "boxes", "FP32", (-1, 4))
-        _check_output(config, "scores", "FP32", (-1, len(self.categories)))
+        check_tensor(config, "boxes", "output", "FP32", (-1, 4))
+        check_tensor(config, "scores", "output", "FP32", (-1, len(self.categories)))
 
     def postprocess(self, out: Mapping[str, np.ndarray], *, data: Scan) -> dict[str, np.ndarray]:
         spec = self.params.output
@@ -286,9 +286,9 @@ class SegmentationPipeline(BuiltinPipeline[SegmentationOutput]):
     def check_outputs(self, config: ModelConfig) -> None:
         channels = len(self.categories)
         if config.output("mask") is not None:
-            _check_output(config, "mask", "UINT8", (channels, -1, -1))
+            check_tensor(config, "mask", "output", "UINT8", (channels, -1, -1))
         else:
-            _check_output(config, "probabilities", "FP32", (channels, -1, -1))
+            check_tensor(config, "probabilities", "output", "FP32", (channels, -1, -1))
 
     def preprocess(self, data: Scan) -> SegmentationInput:
         return SegmentationInput(self.tensor(data), data.image_size, len(data.slice_images))
@@ -337,26 +337,39 @@ def builtin_pipeline(binding: PipelineBinding) -> BuiltinPipeline[Any]:
 
 def _check_input(config: ModelConfig, params: ModelParams[OutputSpec]) -> None:
     model = config.name
-    if config.max_batch_size < 1:
-        _config_error(
-            model,
-            "max_batch_size must be at least 1: built-in pipelines send slices in batches",
-        )
+    check_batched(config, "built-in pipelines send slices in batches")
     image = config.input(INPUT)
     if image is None:
-        _config_error(model, f"needs an input named '{INPUT}' (FP32 [1, H, W])")
-    others = [spec.name for spec in config.inputs if spec.name != INPUT and not spec.optional]
-    if others:
-        _config_error(model, f"has inputs {others} that built-in pipelines cannot fill")
+        config_error(model, f"needs an input named '{INPUT}' (FP32 [1, H, W])")
+    check_no_other_inputs(config, {INPUT}, "built-in pipelines")
     _check_spec(model, image, "FP32", (1, *params.input.size), "input")
 
 
-def _check_output(config: ModelConfig, name: str, datatype: str, shape: tuple[int, ...]) -> None:
-    spec = config.output(name)
+def check_batched(config: ModelConfig, why: str) -> None:
+    """Refuse a model without a batch dimension; ``why`` says what the pipeline batches."""
+    if config.max_batch_size < 1:
+        config_error(config.name, f"max_batch_size must be at least 1: {why}")
+
+
+def check_no_other_inputs(config: ModelConfig, filled: set[str], who: str) -> None:
+    """Refuse a model with a required input the pipeline does not fill."""
+    others = [spec.name for spec in config.inputs if spec.name not in filled and not spec.optional]
+    if others:
+        config_error(config.name, f"has inputs {others} that {who} cannot fill")
+
+
+def check_tensor(
+    config: ModelConfig, name: str, kind: str, datatype: str, shape: tuple[int, ...]
+) -> None:
+    """Refuse a model whose input or output ``name`` is missing or not ``datatype`` ``shape``
+    (-1: any size)."""
+    specs = config.inputs if kind == "input" else config.outputs
+    spec = next((s for s in specs if s.name == name), None)
     if spec is None:
-        outputs = [s.name for s in config.outputs]
-        _config_error(config.name, f"needs an output named '{name}'; it has {outputs}")
-    _check_spec(config.name, spec, datatype, shape, "output")
+        config_error(
+            config.name, f"needs an {kind} named '{name}'; it has {[s.name for s in specs]}"
+        )
+    _check_spec(config.name, spec, datatype, shape, kind)
 
 
 def _check_spec(
@@ -367,12 +380,12 @@ def _check_spec(
         for have, want_dim in zip(spec.shape, shape, strict=True)
     )
     if spec.datatype != datatype or not fits:
-        _config_error(
+        config_error(
             model,
             f"{kind} '{spec.name}' is {spec.describe()}; its aicoco parameters need "
             f"{datatype} {dims_text(shape)}",
         )
 
 
-def _config_error(model: str, problem: str) -> NoReturn:
+def config_error(model: str, problem: str) -> NoReturn:
     raise InvalidModelConfig(f"model '{model}' {problem}", details={"model": model})

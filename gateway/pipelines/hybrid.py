@@ -13,10 +13,9 @@ image), and every uploaded file is an image or a table that some entry names.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
-from pydantic import ValidationError
 
 from aicoco import (
     AiImage,
@@ -28,16 +27,16 @@ from aicoco import (
 )
 from aicoco.tables import AiCOCOHybridOutput, AiHybridImage, AiHybridMeta, AiTable
 from gateway.errors import (
-    InvalidAiCOCO,
     InvalidModelOutput,
     TableWindowMismatch,
     UnsupportedImage,
     WrongInputKind,
 )
 from gateway.pipelines.base import PipelineBinding, TritonModel
+from gateway.pipelines.builtin import check_batched, check_no_other_inputs, check_tensor
 from gateway.pipelines.params import ClassificationOutput, RegressionOutput, TableParams
 from gateway.pipelines.preprocessing import to_model_input
-from gateway.pipelines.tabular import FEATURES, IMAGE, check_tensor, config_error
+from gateway.pipelines.tabular import FEATURES, IMAGE, parse_meta
 from gateway.readers import read_images
 from gateway.readers.tables import read_table
 from gateway.request import InferenceRequest
@@ -61,14 +60,13 @@ class HybridPipeline:
         self.regressions: list[RegressionSpec] = list(params.regressions)
         self.columns = params.table.reader_columns()
         config = binding.config
-        check_tensor(config, IMAGE, "input", (1, *self.input.size))
-        check_tensor(config, FEATURES, "input", (params.table.window_size, len(self.columns)))
-        check_tensor(config, self.vector, "output", (len(self.categories or self.regressions),))
-        extra = [
-            s.name for s in config.inputs if s.name not in (IMAGE, FEATURES) and not s.optional
-        ]
-        if extra:
-            config_error(binding.model_name, f"has inputs {extra} that a hybrid model cannot fill")
+        check_tensor(config, IMAGE, "input", "FP32", (1, *self.input.size))
+        check_batched(config, "images go in batches")
+        features = (params.table.window_size, len(self.columns))
+        check_tensor(config, FEATURES, "input", "FP32", features)
+        declared = len(self.categories or self.regressions)
+        check_tensor(config, self.vector, "output", "FP32", (declared,))
+        check_no_other_inputs(config, {IMAGE, FEATURES}, "a hybrid model")
 
     @property
     def model_name(self) -> str:
@@ -76,7 +74,7 @@ class HybridPipeline:
 
     async def __call__(self, request: InferenceRequest) -> AiCOCOHybridOutput:
         pairs = self._pairs(request)
-        meta = _meta(request.fields.get("meta"))
+        meta = parse_meta(AiHybridMeta, request.fields.get("meta") or {})
         with request.stage("read"):
             images, features = await self.binding.cpu.run(self._inputs, request, pairs)
         with request.stage("triton"):
@@ -168,14 +166,3 @@ def image_tables(request: InferenceRequest) -> list[tuple[AiImage, AiTable]]:
             )
         pairs.append((image, tables[named[0]]))
     return pairs
-
-
-def _meta(raw: Any) -> AiHybridMeta:
-    try:
-        return AiHybridMeta.model_validate(raw or {})
-    except ValidationError as exc:
-        error = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise InvalidAiCOCO(
-            f"invalid meta: {where or 'meta'}: {error['msg']}", details={"field": "meta"}
-        ) from None

@@ -16,23 +16,23 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, NoReturn
+from collections.abc import Mapping
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from aicoco import CategorySpec, RegressionSpec, build_categories, build_regressions
 from aicoco.errors import AiCOCOFormatError
 from aicoco.tables import AiCOCOTabularOutput, AiTable, AiTableMeta, RecordBuilder
 from gateway.errors import (
     InvalidAiCOCO,
-    InvalidModelConfig,
     InvalidModelOutput,
     TableWindowMismatch,
     WrongInputKind,
 )
 from gateway.pipelines.base import PipelineBinding, TritonModel
+from gateway.pipelines.builtin import check_batched, check_no_other_inputs, check_tensor
 from gateway.pipelines.params import (
     TableParams,
     TabularClassificationOutput,
@@ -41,7 +41,6 @@ from gateway.pipelines.params import (
 from gateway.readers.tables import CHUNK_ROWS, TableLimits, TableReader, no_rows
 from gateway.records import RecordsWriter
 from gateway.request import InferenceRequest
-from gateway.triton import ModelConfig, TensorSpec, dims_text
 
 FEATURES = "features"
 IMAGE = "image"
@@ -62,13 +61,14 @@ class TabularPipeline(abc.ABC):
         self.categories: list[CategorySpec] = list(params.categories)
         self.regressions: list[RegressionSpec] = list(params.regressions)
         self.columns = params.table.reader_columns()
-        window, width = params.table.window_size, len(self.columns)
-        check_tensor(binding.config, FEATURES, "input", (window, width))
+        config = binding.config
+        check_tensor(
+            config, FEATURES, "input", "FP32", (params.table.window_size, len(self.columns))
+        )
+        check_batched(config, "records go in batches")
         declared = len(self.categories) or len(self.regressions)
-        check_tensor(binding.config, self.vector, "output", (declared,))
-        extra = [s.name for s in binding.config.inputs if s.name != FEATURES and not s.optional]
-        if extra:
-            config_error(binding.model_name, f"has inputs {extra} that a tabular model cannot fill")
+        check_tensor(config, self.vector, "output", "FP32", (declared,))
+        check_no_other_inputs(config, {FEATURES}, "a tabular model")
 
     @property
     def model_name(self) -> str:
@@ -216,43 +216,24 @@ def table_meta(raw: Any) -> AiTableMeta:
             "a tabular request needs a 'meta' field such as {\"window_size\": 1}",
             details={"field": "meta"},
         )
+    return parse_meta(AiTableMeta, raw, " (window_size is a whole number of rows, at least 1)")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_meta(kind: type[M], raw: Any, hint: str = "") -> M:
+    """The request's ``meta`` as ``kind``, or InvalidAiCOCO naming the first problem."""
     try:
-        return AiTableMeta.model_validate(raw)
+        return kind.model_validate(raw)
     except ValidationError as exc:
         error = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in error["loc"])
         raise InvalidAiCOCO(
-            f"invalid meta: {where or 'meta'}: {error['msg']} (window_size is a whole number "
-            "of rows, at least 1)",
-            details={"field": "meta"},
+            f"invalid meta: {where or 'meta'}: {error['msg']}{hint}", details={"field": "meta"}
         ) from None
 
 
 TABULAR: dict[str, type[TabularPipeline]] = {
     cls.task: cls for cls in (TabularClassificationPipeline, TabularRegressionPipeline)
 }
-
-
-def check_tensor(config: ModelConfig, name: str, kind: str, shape: Sequence[int]) -> TensorSpec:
-    specs = config.inputs if kind == "input" else config.outputs
-    spec = next((s for s in specs if s.name == name), None)
-    if spec is None:
-        config_error(
-            config.name, f"needs an {kind} named '{name}'; it has {[s.name for s in specs]}"
-        )
-    if config.max_batch_size < 1:
-        config_error(config.name, "max_batch_size must be at least 1: records go in batches")
-    fits = len(spec.shape) == len(shape) and all(
-        have < 0 or have == want for have, want in zip(spec.shape, shape, strict=True)
-    )
-    if spec.datatype != "FP32" or not fits:
-        config_error(
-            config.name,
-            f"{kind} '{name}' is {spec.describe()}; its aicoco parameters need FP32 "
-            f"{dims_text(tuple(shape))}",
-        )
-    return spec
-
-
-def config_error(model: str, problem: str) -> NoReturn:
-    raise InvalidModelConfig(f"model '{model}' {problem}", details={"model": model})
