@@ -154,10 +154,12 @@ class FlavorPipeline:
         )
 
     def _hybrid(self, request: InferenceRequest) -> Any:
+        # One image file and one table file per entry, in step, as FLaVor gives them: two
+        # images of one patient get that patient's table twice.
         pairs = image_tables(request)
         images = [image for image, _ in pairs]
-        image_paths = list(upload_paths(request, [image.file_name for image in images]))
-        table_paths = list(upload_paths(request, [table.file_name for _, table in pairs]))
+        image_paths = [str(request.uploads[image.file_name].path) for image in images]
+        table_paths = [str(request.uploads[table.file_name].path) for _, table in pairs]
         data = self._stage(request, "read", self.model.data_reader, image_paths, table_paths)
         return self._infer(
             request,
