@@ -42,9 +42,10 @@ packages: ## System programs the tests drive (Chromium, Orthanc, dciodvfy), inst
 test: $(STAMP) packages check ## Lint, type-check and run every test (starts a real local Triton)
 	$(PY) -m pytest
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check; each package's imports against its install set
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) scripts/check-dependencies
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .

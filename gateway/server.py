@@ -1,12 +1,8 @@
 """The HTTP server: hypercorn, configured for the gateway, stopped by SIGINT or SIGTERM.
 
-One thing hypercorn offers no setting for: a request that h11 cannot parse (a ``Content-Length``
-that is not a number, a broken request line) never reaches the app, and hypercorn answers it
-with an empty 400. :class:`JSONErrorH11Protocol` answers it in the gateway's error format
-instead, with the same code a request caught by the app's own header checks gets, and logs it:
-every answer the service gives is JSON and has an access-log line. Hypercorn picks its HTTP/1.1
-protocol class from ``hypercorn.protocol``, so that is where the subclass is installed, once,
-by :func:`serve`.
+What hypercorn offers no setting for (parse errors answered in JSON, connections closed as soon
+as their client has gone) is adapted in :mod:`gateway.server_protocol`, installed by each
+process that serves.
 
 ``WORKERS`` above 1 runs that many gateway processes on one listening socket, bound once by the
 parent (so a port in use fails once, clearly) and handed to each worker; the kernel gives each
@@ -22,7 +18,6 @@ the signal on and waits for the workers' graceful stop.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import multiprocessing
 import os
@@ -30,21 +25,17 @@ import signal
 import tempfile
 import threading
 import time
-from itertools import chain
 from types import FrameType
 from typing import cast
 
-import h11
-import hypercorn.protocol
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
-from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import ASGIFramework
 from hypercorn.utils import wrap_app
 from prometheus_client import multiprocess
 
+from gateway import server_protocol
 from gateway.app import create_app
-from gateway.errors import MalformedRequest
 from gateway.logs import configure_logging
 from gateway.metrics import MULTIPROCESS_DIR
 from gateway.pipelines.catalog import Factories
@@ -52,46 +43,11 @@ from gateway.settings import Settings, SettingsError
 
 GRACEFUL_TIMEOUT_S = 10.0
 """On SIGINT/SIGTERM, requests in progress get this long to finish."""
-KEEP_ALIVE_TIMEOUT_S = 75.0
-"""How long an idle keep-alive connection stays open. Longer than the clients' own idle expiry
-(httpx: 5 s, the same as hypercorn's default), so that the client, not the server, closes an
-idle connection: a server closing at the very moment a client reuses the connection drops that
-client's request, which the client sees as a broken connection with no answer."""
 
 STARTUP_S = 10.0
 """A worker that exits sooner than this after starting stops the service rather than restart."""
 
-access_logger = logging.getLogger("gateway.access")
 logger = logging.getLogger("gateway")
-
-
-class JSONErrorH11Protocol(H11Protocol):
-    """hypercorn's HTTP/1.1 protocol, with its parse-error answers in the gateway's format."""
-
-    async def _send_error_response(self, status_code: int) -> None:
-        error = MalformedRequest(
-            "the request is not valid HTTP/1.1: a malformed request line or header, e.g. a "
-            "Content-Length that is not a number; let an HTTP library build the request"
-        )
-        body = json.dumps(error.body(None)).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await self._send_h11_event(
-            h11.Response(
-                status_code=status_code,
-                headers=list(chain(headers, self.config.response_headers("h11"))),
-            )
-        )
-        await self._send_h11_event(h11.Data(data=body))
-        await self._send_h11_event(h11.EndOfMessage())
-        access_logger.info(
-            "unparsable request %s",
-            status_code,
-            extra={"status": status_code, "error_code": error.code, "route": "unparsed"},
-        )
 
 
 def serve(settings: Settings, pipelines: Factories | None = None) -> None:
@@ -99,7 +55,7 @@ def serve(settings: Settings, pipelines: Factories | None = None) -> None:
     above 1, in that many supervised processes. ``pipelines`` (objects of this process, as
     FLaVor's ``InferAPP`` gives) need ``WORKERS=1``: worker processes cannot share them."""
     if settings.workers == 1:
-        setattr(hypercorn.protocol, "H11Protocol", JSONErrorH11Protocol)  # noqa: B010
+        server_protocol.install()
         asyncio.run(_serve(settings, None, pipelines))
         return
     if pipelines:
@@ -118,7 +74,7 @@ def _config(settings: Settings) -> Config:
     config.accesslog = None  # the gateway's own access log carries the request id
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
-    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
+    config.keep_alive_timeout = settings.keep_alive_timeout_s
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
         # HTTPS on the same port, for deployments without an ingress to terminate TLS.
         config.certfile = str(settings.tls_cert_file)
@@ -146,7 +102,7 @@ async def _serve(
 def _worker(settings: Settings, sockets: Sockets) -> None:
     """One worker process (spawned: nothing of the parent's state but what is passed)."""
     configure_logging(settings.log_level, settings.log_format)
-    setattr(hypercorn.protocol, "H11Protocol", JSONErrorH11Protocol)  # noqa: B010
+    server_protocol.install()
     asyncio.run(_serve(settings, sockets))
 
 

@@ -332,6 +332,14 @@ class Settings:
         shown="16KiB",
         help="Least body bytes per second over each window (slowloris guard).",
     )
+    keep_alive_timeout_s: float = setting(
+        75.0,
+        parse=_positive_float,
+        help="Seconds an idle keep-alive connection stays open. Keep it above the idle timeout "
+        "of the clients and of any load balancer in front (httpx 5 s, AWS ALB 60 s), so that "
+        "they, not the gateway, close idle connections. A connection its client closed is "
+        "closed at once, whatever this is.",
+    )
     workers: int = setting(
         1,
         parse=_positive_int,

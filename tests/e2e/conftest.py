@@ -7,13 +7,16 @@ test process. Each gateway gets its own upload folder so tests can check nothing
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -30,7 +33,8 @@ StartGateway = Callable[[str, Mapping[str, str]], tuple[str, Path]]
 
 
 class GatewayProcess:
-    """``python -m gateway serve`` (or ``command``, a program that serves the gateway)."""
+    """``python -m gateway serve`` (or ``command``, a program that serves the gateway), by this
+    interpreter from the repository unless ``python`` and ``cwd`` say otherwise."""
 
     def __init__(
         self,
@@ -38,6 +42,8 @@ class GatewayProcess:
         triton_url: str,
         env: Mapping[str, str],
         command: Sequence[str] = ("-m", "gateway", "serve"),
+        python: Path | str = sys.executable,
+        cwd: Path = REPOSITORY_ROOT,
     ) -> None:
         self.upload_dir = folder / "uploads"
         self.upload_dir.mkdir(parents=True)
@@ -58,8 +64,8 @@ class GatewayProcess:
         }
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, *command],
-                cwd=REPOSITORY_ROOT,
+                [str(python), *command],
+                cwd=cwd,
                 env=environment,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -126,3 +132,93 @@ def http(triton: LocalTriton, start_gateway: StartGateway) -> Iterator[httpx.Cli
     url, _ = start_gateway(triton.grpc_url, {})
     with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
         yield client
+
+
+# A real PACS: Orthanc with its DICOMweb plugin, from Debian's packages.
+
+ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+USER, PASSWORD = "gateway", "pacs-secret"
+ORTHANC_START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Orthanc:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def dicomweb(self) -> str:
+        return f"{self.url}/dicom-web"
+
+    def rest(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, auth=(USER, PASSWORD), timeout=60)
+
+    def upload(self, paths: list[Path]) -> None:
+        with self.rest() as client:
+            for path in paths:
+                client.post("/instances", content=path.read_bytes()).raise_for_status()
+
+    def instance(self, sop_instance_uid: str) -> bytes:
+        """A stored instance's file, found by its UID through Orthanc's REST API."""
+        with self.rest() as client:
+            found = client.post(
+                "/tools/find",
+                json={"Level": "Instance", "Query": {"SOPInstanceUID": sop_instance_uid}},
+            ).json()
+            assert len(found) == 1, f"Orthanc holds {len(found)} instances {sop_instance_uid}"
+            return client.get(f"/instances/{found[0]}/file").content
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    program = shutil.which("Orthanc")
+    if program is None or not ORTHANC_PLUGIN.is_file():
+        pytest.skip(
+            "Orthanc with its DICOMweb plugin is not installed: `make test` installs Debian's "
+            "orthanc and orthanc-dicomweb packages when it runs as root on Debian"
+        )
+    folder = tmp_path_factory.mktemp("orthanc")
+    port = free_port()
+    config = {
+        "Name": "test-pacs",
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "storage"),
+        "HttpPort": port,
+        "DicomServerEnabled": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {USER: PASSWORD},
+        "Plugins": [str(ORTHANC_PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+    (folder / "orthanc.json").write_text(json.dumps(config))
+    log = folder / "orthanc.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [program, str(folder / "orthanc.json")], stdout=out, stderr=subprocess.STDOUT
+        )
+    server = Orthanc(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + ORTHANC_START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"Orthanc exited with {process.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            with server.rest() as client:
+                if client.get("/system").status_code == 200:
+                    break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"Orthanc did not start:\n{log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    try:
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

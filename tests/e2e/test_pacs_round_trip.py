@@ -10,9 +10,6 @@ validated with ``dciodvfy`` and compared with the AiCOCO answer.
 from __future__ import annotations
 
 import io
-import json
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +22,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.e2e.conftest import StartGateway
+from tests.e2e.conftest import PASSWORD, USER, Orthanc, StartGateway
 from tests.e2e.test_dicom_outputs import (
     aicoco_masks,
     error_of,
@@ -40,94 +37,8 @@ from triton_local import LocalTriton, free_port
 
 pytestmark = pytest.mark.e2e
 
-ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-USER, PASSWORD = "gateway", "pacs-secret"
-START_TIMEOUT_S = 60.0
 TIMEOUT_S = 300.0
 """Bounds a request so a hung gateway fails the test instead of the run; not a measurement."""
-
-
-@dataclass
-class Orthanc:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def dicomweb(self) -> str:
-        return f"{self.url}/dicom-web"
-
-    def rest(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, auth=(USER, PASSWORD), timeout=60)
-
-    def upload(self, paths: list[Path]) -> None:
-        with self.rest() as client:
-            for path in paths:
-                client.post("/instances", content=path.read_bytes()).raise_for_status()
-
-    def instance(self, sop_instance_uid: str) -> bytes:
-        """A stored instance's file, found by its UID through Orthanc's REST API."""
-        with self.rest() as client:
-            found = client.post(
-                "/tools/find",
-                json={"Level": "Instance", "Query": {"SOPInstanceUID": sop_instance_uid}},
-            ).json()
-            assert len(found) == 1, f"Orthanc holds {len(found)} instances {sop_instance_uid}"
-            return client.get(f"/instances/{found[0]}/file").content
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    program = shutil.which("Orthanc")
-    if program is None or not ORTHANC_PLUGIN.is_file():
-        pytest.skip(
-            "Orthanc with its DICOMweb plugin is not installed: `make test` installs Debian's "
-            "orthanc and orthanc-dicomweb packages when it runs as root on Debian"
-        )
-    folder = tmp_path_factory.mktemp("orthanc")
-    port = free_port()
-    config = {
-        "Name": "test-pacs",
-        "StorageDirectory": str(folder / "storage"),
-        "IndexDirectory": str(folder / "storage"),
-        "HttpPort": port,
-        "DicomServerEnabled": False,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": True,
-        "RegisteredUsers": {USER: PASSWORD},
-        "Plugins": [str(ORTHANC_PLUGIN)],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }
-    (folder / "orthanc.json").write_text(json.dumps(config))
-    log = folder / "orthanc.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [program, str(folder / "orthanc.json")], stdout=out, stderr=subprocess.STDOUT
-        )
-    server = Orthanc(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"Orthanc exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            with server.rest() as client:
-                if client.get("/system").status_code == 200:
-                    break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"Orthanc did not start:\n{log.read_text()[-2000:]}")
-        time.sleep(0.2)
-    try:
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
