@@ -62,8 +62,9 @@ docs: $(STAMP) ## Rewrite the generated tables (settings in README, errors in do
 bench: $(STAMP) ## Benchmarks: aicoco formatting and the gateway against local Triton
 	$(PY) -m benchmarks
 
-soak: $(STAMP) ## Ten minutes of mixed load at twice MAX_IN_FLIGHT, with memory sampled
-	$(PY) -m benchmarks soak
+MINUTES ?= 60
+soak: $(STAMP) ## MINUTES (default 60) of mixed traffic at twice MAX_IN_FLIGHT, every process sampled
+	$(PY) -m benchmarks soak --minutes $(MINUTES)
 
 fuzz: $(STAMP) ## 10,000 mutated DICOM, NIfTI, PNG and JPEG files through the readers
 	$(PY) -W ignore -m tests.gateway.readers.fuzzing --cases 10000

@@ -1,19 +1,30 @@
-"""``make soak``: minutes of mixed load at twice what the settings admit, against the gateway
-with its default settings and a local Triton, with both processes' memory sampled.
+"""``make soak MINUTES=60``: mixed traffic at twice what the gateway admits, for as long as asked,
+against the gateway and a local Triton, with every process sampled.
 
 What it shows, and why each part is there:
 
-- Mixed load from ``2 x MAX_IN_FLIGHT`` closed-loop clients (classification, detection, 2D and
-  3D segmentation), plus one client that keeps uploading at about 1 KB/s. Every answer must be
-  200 (served), 503 (queue full or waited too long) or 408 (the slow uploader): anything else,
-  or a dropped connection, is a failure and the exit status says so.
-- Latency percentiles per model.
-- Memory (resident set) of the gateway and of Triton with its backend stubs, read with no
-  request in progress after a warm-up of the same load and again at the end, and their ratio;
-  samples every few seconds under load give the median of each quarter of the run, so that a
-  leak shows as a steady climb and warm-up as growth that levels off.
-- The slow-client check: the classifier's p95 alone, then with eight 1 KB/s uploaders
-  connected, and the ratio of the two.
+- **Traffic as a hospital's mix**, from ``2 x MAX_IN_FLIGHT`` closed-loop clients: 2D models
+  on PNG, a 24-slice CT series, a DICOM SEG answer, a table with its records downloaded, the
+  viewer's render, and the requests that must be refused (malformed, an unknown model, a body
+  too large). A quarter of the clients open a new connection for every request (churn, as
+  health checks and clients that do not pool make). One more client uploads at about 1 KB/s.
+  Each kind of request has the statuses it may get; any other status, or a connection error,
+  is a failure and the exit status says so. 503 is allowed: the load is twice the admission.
+- **Every process sampled every** :data:`SAMPLE_S`: resident memory (split into anonymous,
+  shared-memory and file pages, so that growth can be told apart: heap and gRPC buffers are
+  anonymous, the Python backend's hand-off regions are shared memory), open file descriptors
+  and threads, for the gateway, ``tritonserver`` and the backend stubs.
+- **The slope of the last** :data:`SLOPE_WINDOW_S` (or of the last half of a shorter run) by
+  least squares: memory in MiB per 10 minutes (target under 1), descriptors and threads per
+  10 minutes, flat when their fitted change over the window is within
+  :data:`COUNT_TOLERANCE`. Warm-up growth that levels off does not count; a leak does.
+- **Storage back to its bounds** after the load: the upload folder empty, the records store
+  within ``RECORDS_MAX_BYTES`` and nothing in it older than ``RECORDS_RETENTION_S`` plus the
+  time since the last write (the store is swept when an artifact is written).
+- The slow-client check before the load: the classifier's p95 alone, then with eight 1 KB/s
+  uploaders connected, and the ratio of the two.
+
+``--samples FILE`` writes every sample as CSV, for a closer look at what grew.
 """
 
 from __future__ import annotations
@@ -21,13 +32,16 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import csv
 import json
+import os
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,79 +49,191 @@ import httpx
 import numpy as np
 
 from benchmarks.gateway_bench import gateway_process, local_triton, status_kib
+from benchmarks.tables_bench import write_table
 from tests.factories import chest_png, make_ct_series, phantom_hu
+from training.phantoms import phantom_slice
+from triton_local import LocalTriton
 from triton_local.process import group_members
 
-SAMPLE_S = 5.0
+SAMPLE_S = 10.0
+SLOPE_WINDOW_S = 30 * 60.0
 QUIET_S = 3.0
-"""Pause after the load stops before the idle memory is read."""
+"""Pause after the load stops before storage is checked."""
 MAX_IN_FLIGHT = 4
 """The gateway's default, which the load doubles."""
 CLIENTS = 2 * MAX_IN_FLIGHT
+CHURNING = CLIENTS // 4
+"""Clients that open a new connection for every request."""
+MEMORY_TARGET_MIB = 1.0
+"""Resident memory slope, MiB per 10 minutes, under which a process is flat."""
+COUNT_TOLERANCE = CLIENTS + 2
+"""How far descriptors and threads may move over the slope window (by the fit) and still be
+flat: a sample catches each client's connection, and a pool thread, open or not."""
+RECORDS_RETENTION_S = 300
+RECORDS_MAX_BYTES = 32 * 2**20
+SETTINGS = {
+    "RECORDS_RETENTION_S": str(RECORDS_RETENTION_S),
+    "RECORDS_MAX_BYTES": str(RECORDS_MAX_BYTES),
+}
+"""The gateway's defaults but for a records store small and short enough that the soak fills
+it past its bounds many times over."""
+STATUS_FIELDS = {"rss": "VmRSS", "anon": "RssAnon", "shmem": "RssShmem", "file": "RssFile"}
+TIMEOUT_S = 300.0
+
+Send = Callable[[httpx.Client, str], int]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of request: how often, how it is sent, the statuses it may get."""
+
+    name: str
+    weight: int
+    send: Send
+    allowed: frozenset[int]
 
 
 def _entry(name: str, index: int = 0) -> dict[str, Any]:
     return {"id": f"image-{index}", "file_name": name, "index": index}
 
 
-def _requests(workdir: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(model, httpx arguments) of the mix, most of it the cheap 2D models."""
-    png = chest_png()
+def _form(files: list[tuple[str, bytes, str]]) -> dict[str, Any]:
+    return {
+        "files": [("files", item) for item in files],
+        "data": {"images": json.dumps([_entry(name, i) for i, (name, _, _) in enumerate(files)])},
+    }
+
+
+def _post(route: str, request: dict[str, Any], **params: str) -> Send:
+    def send(http: httpx.Client, url: str) -> int:
+        return http.post(route, params=params or None, **request).status_code
+
+    return send
+
+
+def _raw(head: bytes) -> Send:
+    """A request no HTTP library would send, on a socket of its own."""
+
+    def send(http: httpx.Client, url: str) -> int:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as sock:
+            sock.sendall(head)
+            answer = sock.recv(65536)
+        return int(answer[9:12])
+
+    return send
+
+
+def _table(table: bytes) -> Send:
+    """A table posted, then its records artifact downloaded (200 twice, or the refusal)."""
+    fields = {
+        "tables": json.dumps([{"id": "rows", "file_name": "rows.csv"}]),
+        "meta": json.dumps({"window_size": 1}),
+    }
+
+    def send(http: httpx.Client, url: str) -> int:
+        answer = http.post(
+            "/models/house_value_regressor/invocations",
+            data=fields,
+            files=[("files", ("rows.csv", table, "text/csv"))],
+        )
+        if answer.status_code != 200:
+            return answer.status_code
+        return http.get(answer.json()["records"]["href"]).status_code
+
+    return send
+
+
+def kinds(workdir: Path) -> list[Kind]:
+    png = ("chest.png", chest_png(), "image/png")
     paths = make_ct_series(workdir / "series", phantom_hu((24, 256, 256)))
-    series = [(path.name, path.read_bytes()) for path in paths]
-    two_d: dict[str, Any] = {
-        "files": [("files", ("chest.png", png, "image/png"))],
-        "data": {"images": json.dumps([_entry("chest.png")])},
-    }
-    three_d: dict[str, Any] = {
-        "files": [("files", (name, data, "application/dicom")) for name, data in series],
-        "data": {"images": json.dumps([_entry(name, i) for i, (name, _) in enumerate(series)])},
-    }
+    series = [(path.name, path.read_bytes(), "application/dicom") for path in paths]
+    chest = phantom_slice(np.random.default_rng(7), 512, lesions=[20.0])
+    (slice_path,) = make_ct_series(workdir / "slice", chest.hu[None], spacing=(1.0, 0.7, 0.7))
+    dicom_slice = (slice_path.name, slice_path.read_bytes(), "application/dicom")
+    write_table(workdir / "rows.csv", 500)
+    table = (workdir / "rows.csv").read_bytes()
+    form = b"Content-Type: multipart/form-data; boundary=b\r\n"
+    served = frozenset({200, 503})
     return [
-        ("lesion_classifier", two_d),
-        ("lesion_classifier", two_d),
-        ("lesion_detector", two_d),
-        ("lung_segmenter", two_d),
-        ("lesion_segmenter_3d", three_d),
+        Kind(
+            "classifier png",
+            3,
+            _post("/models/lesion_classifier/invocations", _form([png])),
+            served,
+        ),
+        Kind("detector png", 2, _post("/models/lesion_detector/invocations", _form([png])), served),
+        Kind("segmenter png", 2, _post("/models/lung_segmenter/invocations", _form([png])), served),
+        Kind(
+            "3d series", 1, _post("/models/lesion_segmenter_3d/invocations", _form(series)), served
+        ),
+        Kind(
+            "dicom seg",
+            1,
+            _post("/models/lung_segmenter/invocations", _form([dicom_slice]), output="seg"),
+            served,
+        ),
+        Kind("table + records", 1, _table(table), served),
+        Kind("viewer render", 1, _post("/viewer/render", _form(series)), served),
+        Kind(
+            "malformed",
+            1,
+            _raw(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: many\r\n\r\n"),
+            frozenset({400}),
+        ),
+        Kind(
+            "too large",
+            1,
+            _raw(
+                b"POST /invocations HTTP/1.1\r\nHost: x\r\n"
+                + form
+                + b"Content-Length: 99999999999999\r\n\r\n"
+            ),
+            frozenset({413}),
+        ),
+        Kind(
+            "unknown model",
+            1,
+            _post("/models/no_such_model/invocations", _form([png])),
+            frozenset({404}),
+        ),
     ]
 
 
-def _rss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, RuntimeError):  # the process ended meanwhile
-            total += status_kib(pid, "VmRSS")
-    return total
+@dataclass
+class Tally:
+    statuses: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    latency: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def add(self, kind: str, status: str, seconds: float) -> None:
+        with self.lock:
+            self.statuses[(kind, status)] += 1
+            if status == "200":
+                self.latency[kind].append(seconds)
 
 
-class _Soak:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.statuses: collections.Counter[str] = collections.Counter()
-        self.latency: dict[str, list[float]] = collections.defaultdict(list)
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-
-    def client(self, mix: list[tuple[str, dict[str, Any]]], seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        with httpx.Client(base_url=self.url, timeout=300) as http:
-            while not self.stop.is_set():
-                model, kwargs = mix[int(rng.integers(len(mix)))]
-                started = time.perf_counter()
-                try:
-                    status = str(http.post(f"/models/{model}/invocations", **kwargs).status_code)
-                except httpx.TransportError as exc:
-                    status = f"dropped ({type(exc).__name__})"
-                with self.lock:
-                    self.statuses[status] += 1
-                    if status == "200":
-                        self.latency[model].append(time.perf_counter() - started)
-
-    def slow_client(self) -> None:
-        while not self.stop.is_set():
-            status = slow_upload(self.url, self.stop)
-            with self.lock:
-                self.statuses[status] += 1
+def client(url: str, mix: list[Kind], seed: int, churn: bool, tally: Tally) -> None:
+    rng = np.random.default_rng(seed)
+    weights = np.array([kind.weight for kind in mix], dtype=np.float64)
+    weights /= weights.sum()
+    pooled = httpx.Client(base_url=url, timeout=TIMEOUT_S)
+    try:
+        while not tally.stop.is_set():
+            kind = mix[int(rng.choice(len(mix), p=weights))]
+            started = time.perf_counter()
+            try:
+                if churn:
+                    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as fresh:
+                        status = str(kind.send(fresh, url))
+                else:
+                    status = str(kind.send(pooled, url))
+            except (httpx.TransportError, OSError) as exc:
+                status = f"connection error ({type(exc).__name__})"
+            tally.add(kind.name, status, time.perf_counter() - started)
+    finally:
+        pooled.close()
 
 
 def slow_upload(url: str, stop: threading.Event, seconds: float = 60.0) -> str:
@@ -132,7 +258,7 @@ def slow_upload(url: str, stop: threading.Event, seconds: float = 60.0) -> str:
                     time.sleep(0.1)
             except OSError:
                 pass
-            sock.settimeout(10)
+            sock.settimeout(20)  # past UPLOAD_IDLE_TIMEOUT_S, when the gateway answers 408
             while chunk := sock.recv(65536):
                 answer += chunk
     except OSError:
@@ -140,15 +266,17 @@ def slow_upload(url: str, stop: threading.Event, seconds: float = 60.0) -> str:
     return answer[9:12].decode() if answer.startswith(b"HTTP/1.1 ") else "no answer (slow)"
 
 
+def slow_client(url: str, tally: Tally) -> None:
+    while not tally.stop.is_set():
+        tally.add("slow uploader", slow_upload(url, tally.stop), 0.0)
+
+
 def _p(values: list[float], q: float) -> float:
     return float(np.percentile(values, q) * 1000) if values else float("nan")
 
 
 def slow_client_ratio(url: str, requests: int = 60) -> None:
-    png_request: dict[str, Any] = {
-        "files": [("files", ("chest.png", chest_png(), "image/png"))],
-        "data": {"images": json.dumps([_entry("chest.png")])},
-    }
+    png_request = _form([("chest.png", chest_png(), "image/png")])
 
     def p95() -> float:
         times = []
@@ -173,107 +301,229 @@ def slow_client_ratio(url: str, requests: int = 60) -> None:
     )
 
 
+# Sampling ------------------------------------------------------------------------------------
+
+
+Sample = dict[str, float]
+"""One process group at one time: ``<group> <measure>`` -> value (KiB or a count)."""
+
+
+def process_sample(pid: int) -> dict[str, int] | None:
+    """Memory (KiB) by kind of page, open descriptors and threads; None if it has ended."""
+    try:
+        values = {name: status_kib(pid, field) for name, field in STATUS_FIELDS.items()}
+        values["fds"] = sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+        status = Path(f"/proc/{pid}/status").read_text()
+        values["threads"] = int(status.split("Threads:", 1)[1].split()[0])
+    except (OSError, RuntimeError, IndexError):
+        return None
+    return values
+
+
+def groups(gateway: int, triton: int) -> dict[str, list[int]]:
+    members = group_members(triton)
+    return {
+        "gateway": [gateway],
+        "tritonserver": [triton],
+        "stubs": [pid for pid in members if pid != triton],
+    }
+
+
+def sample(gateway: int, triton: int, started: float) -> Sample:
+    row: Sample = {"t": time.monotonic() - started}
+    for group, pids in groups(gateway, triton).items():
+        totals: collections.Counter[str] = collections.Counter()
+        for pid in pids:
+            values = process_sample(pid)
+            if values is not None:
+                totals.update(values)
+        row.update({f"{group} {name}": float(value) for name, value in totals.items()})
+        row[f"{group} processes"] = float(len(pids))
+    return row
+
+
+def slope_per_10_min(samples: list[Sample], key: str, window_s: float) -> float:
+    """Least-squares slope of ``key`` over the last ``window_s``, per 10 minutes."""
+    end = samples[-1]["t"]
+    recent = [s for s in samples if s["t"] >= end - window_s and key in s]
+    if len(recent) < 3:
+        return float("nan")
+    t = np.array([s["t"] for s in recent])
+    y = np.array([s[key] for s in recent])
+    return float(np.polyfit(t, y, 1)[0] * 600)
+
+
+def run_load(url: str, mix: list[Kind], seconds: float, observe: Callable[[], None]) -> Tally:
+    tally = Tally()
+    with ThreadPoolExecutor(CLIENTS + 1) as pool:
+        futures = [
+            pool.submit(client, url, mix, seed, seed < CHURNING, tally) for seed in range(CLIENTS)
+        ]
+        futures.append(pool.submit(slow_client, url, tally))
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            observe()
+            time.sleep(min(SAMPLE_S, max(end - time.monotonic(), 0)))
+        observe()
+        tally.stop.set()
+        for future in futures:
+            future.result()
+    return tally
+
+
+# Report ----------------------------------------------------------------------------------------
+
+
+def storage(upload_dir: Path, records_dir: Path) -> tuple[list[str], int]:
+    """Lines about the upload folder and the records store; the number of failures."""
+    failures = 0
+    left = sorted(path.name for path in upload_dir.iterdir())
+    lines = [f"  upload folder after the load: {len(left)} entries (target 0)"]
+    if left:
+        failures += 1
+        lines.append(f"  FAIL: left in the upload folder: {left[:10]}")
+    files = [path for path in records_dir.rglob("*") if path.is_file()]
+    size = sum(path.stat().st_size for path in files)
+    now = time.time()
+    ages = [now - path.stat().st_mtime for path in files]
+    oldest, newest = max(ages, default=0.0), min(ages, default=0.0)
+    bound = RECORDS_RETENTION_S + newest  # swept at each write: the last write's age on top
+    lines.append(
+        f"  records store: {len(files)} artifacts, {size / 2**20:.1f} MiB (cap "
+        f"{RECORDS_MAX_BYTES / 2**20:.0f} MiB), oldest {oldest:.0f} s (retention "
+        f"{RECORDS_RETENTION_S} s + {newest:.0f} s since the last write)"
+    )
+    if size > RECORDS_MAX_BYTES or oldest > bound + SAMPLE_S:
+        failures += 1
+        lines.append("  FAIL: the records store is past its bounds")
+    return lines, failures
+
+
+def report(
+    tally: Tally, mix: Iterable[Kind], minutes: float, samples: list[Sample]
+) -> tuple[list[str], int]:
+    failures = 0
+    total = sum(tally.statuses.values())
+    lines = [
+        f"soak: {minutes:g} min, {CLIENTS} clients ({CHURNING} churning) + 1 slow "
+        f"uploader, {total} answers"
+    ]
+    allowed = {kind.name: kind.allowed for kind in mix}
+    allowed["slow uploader"] = frozenset({408, 503})
+    by_kind: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for (kind, status), count in tally.statuses.items():
+        by_kind[kind][status] += count
+    for kind, statuses in sorted(by_kind.items()):
+        latency = tally.latency.get(kind, [])
+        timing = f", p50 {_p(latency, 50):.0f} ms, p95 {_p(latency, 95):.0f} ms" if latency else ""
+        lines.append(f"  {kind}: {dict(sorted(statuses.items()))}{timing}")
+        wrong = {
+            s: n for s, n in statuses.items() if not s.isdigit() or int(s) not in allowed[kind]
+        }
+        if wrong:
+            failures += 1
+            lines.append(f"  FAIL: {kind} got {wrong}, allowed {sorted(allowed[kind])}")
+    window = min(SLOPE_WINDOW_S, samples[-1]["t"] / 2)
+    lines.append(f"  slopes over the last {window / 60:.0f} min, per 10 min (least squares):")
+    for group in ("gateway", "tritonserver", "stubs"):
+        last = samples[-1]
+        rss = slope_per_10_min(samples, f"{group} rss", window) / 1024
+        parts = ", ".join(
+            f"{name} {slope_per_10_min(samples, f'{group} {name}', window) / 1024:+.2f}"
+            for name in ("anon", "shmem", "file")
+        )
+        fds = slope_per_10_min(samples, f"{group} fds", window)
+        threads = slope_per_10_min(samples, f"{group} threads", window)
+        verdict = "flat" if abs(rss) < MEMORY_TARGET_MIB else "GROWS" if rss > 0 else "shrinks"
+        lines.append(
+            f"    {group}: RSS {last.get(f'{group} rss', 0) / 1024:.0f} MiB, {rss:+.2f} MiB "
+            f"({verdict}; target under {MEMORY_TARGET_MIB:g}) = {parts}; descriptors "
+            f"{last.get(f'{group} fds', 0):.0f} ({fds:+.1f}), threads "
+            f"{last.get(f'{group} threads', 0):.0f} ({threads:+.1f})"
+        )
+        for measure, value in (("descriptors", fds), ("threads", threads)):
+            change = value * window / 600
+            if abs(change) > COUNT_TOLERANCE:
+                failures += 1
+                lines.append(
+                    f"  FAIL: {group} {measure} are not flat: {change:+.1f} over the window "
+                    f"(tolerance {COUNT_TOLERANCE})"
+                )
+    return lines, failures
+
+
+def quarters(samples: list[Sample], key: str) -> str:
+    values = [s[key] / 1024 for s in samples if key in s]
+    return ", ".join(f"{np.median(q):.0f}" for q in np.array_split(np.array(values), 4) if len(q))
+
+
+@contextlib.contextmanager
+def triton_running(triton: LocalTriton, preload: str | None) -> Iterator[None]:
+    """Triton running, started with ``LD_PRELOAD=preload`` if given: it and its stubs inherit
+    this process's environment at start, which is then put back for the gateway."""
+    if preload is not None and not Path(preload).is_file():
+        raise SystemExit(f"--triton-preload: no such file {preload}")
+    saved = os.environ.get("LD_PRELOAD")
+    if preload is not None:
+        os.environ["LD_PRELOAD"] = preload
+    try:
+        triton.start()
+    finally:
+        if saved is None:
+            os.environ.pop("LD_PRELOAD", None)
+        else:
+            os.environ["LD_PRELOAD"] = saved
+    try:
+        yield
+    finally:
+        triton.stop()
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks soak")
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--warm-up", type=float, default=60.0, help="seconds of load first")
+    parser.add_argument("--samples", type=Path, help="write every sample here, as CSV")
+    parser.add_argument(
+        "--triton-preload",
+        metavar="LIBRARY",
+        help="LD_PRELOAD for Triton and its stubs alone, e.g. another malloc (jemalloc, tcmalloc)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="gateway-soak-") as tmp:
         workdir = Path(tmp)
+        upload_dir, records_dir = workdir / "uploads", workdir / "records"
+        upload_dir.mkdir()
+        settings = {**SETTINGS, "RECORDS_DIR": str(records_dir)}
         triton = local_triton(workdir)
-        with triton, gateway_process(triton.grpc_url, workdir, settings={}) as (url, pid):
+        with (
+            triton_running(triton, args.triton_preload),
+            gateway_process(triton.grpc_url, upload_dir, settings) as (url, pid),
+        ):
             assert triton.pid is not None
             server = triton.pid
             slow_client_ratio(url)
-            mix = _requests(workdir)
-
-            def memory() -> tuple[int, int]:
-                return _rss_kib([pid]), _rss_kib(group_members(server))
-
-            _load(_Soak(url), mix, args.warm_up, memory)
-            start = _quiet(memory)
-            split_start = _triton_split(server)
-            soak = _Soak(url)
-            samples = _load(soak, mix, args.minutes * 60, memory)
-            end = _quiet(memory)
-            split_end = _triton_split(server)
-    print(f"  triton, idle, by process (MiB): {_split_text(split_start, split_end)}")
-    return _report(soak, args.minutes, samples, start, end)
-
-
-def _triton_split(server: int) -> dict[str, int]:
-    """Resident KiB of the server and of each backend stub, by the model the stub serves."""
-    split = {}
-    for pid in group_members(server):
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        # The stub's first argument is the model file: <repository>/<model>/<version>/<file>.
-        model = next((Path(a.decode()).parent.parent.name for a in command[1:2]), "")
-        name = "tritonserver" if pid == server else f"stub {model or pid}"
-        split[name] = _rss_kib([pid])
-    return split
-
-
-def _split_text(start: dict[str, int], end: dict[str, int]) -> str:
-    return ", ".join(
-        f"{name} {start.get(name, 0) / 1024:.0f} -> {end.get(name, 0) / 1024:.0f}"
-        for name in sorted(set(start) | set(end))
-    )
-
-
-def _load(
-    soak: _Soak,
-    mix: list[tuple[str, dict[str, Any]]],
-    seconds: float,
-    memory: Callable[[], tuple[int, int]],
-) -> list[tuple[int, int]]:
-    """Run the clients for ``seconds``, sampling memory; returns the samples."""
-    samples = []
-    with ThreadPoolExecutor(CLIENTS + 1) as pool:
-        futures = [pool.submit(soak.client, mix, seed) for seed in range(CLIENTS)]
-        futures.append(pool.submit(soak.slow_client))
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            samples.append(memory())
-            time.sleep(min(SAMPLE_S, max(end - time.monotonic(), 0)))
-        soak.stop.set()
-        for future in futures:
-            future.result()
-    return samples
-
-
-def _quiet(memory: Callable[[], tuple[int, int]]) -> tuple[int, int]:
-    """Memory with no request in progress: what the processes keep, not what one request
-    happens to hold at the moment of a sample."""
-    time.sleep(QUIET_S)
-    return memory()
-
-
-def _report(
-    soak: _Soak,
-    minutes: float,
-    samples: list[tuple[int, int]],
-    start: tuple[int, int],
-    end: tuple[int, int],
-) -> int:
-    total = sum(soak.statuses.values())
-    print(f"soak: {minutes:g} min, {CLIENTS} clients + 1 slow uploader, {total} answers")
-    print(f"  statuses: {dict(sorted(soak.statuses.items()))}")
-    for model, values in sorted(soak.latency.items()):
-        print(
-            f"  {model}: {len(values)} x 200, p50 {_p(values, 50):.0f} ms, "
-            f"p95 {_p(values, 95):.0f} ms, p99 {_p(values, 99):.0f} ms"
-        )
-    quarters = np.array_split(np.array(samples, dtype=np.float64), 4)
-    for column, name in enumerate(("gateway", "triton + stubs")):
-        first, final = start[column] / 1024, end[column] / 1024
-        trend = ", ".join(f"{np.median(q[:, column]) / 1024:.0f}" for q in quarters if len(q))
-        print(
-            f"  {name} memory, idle: {first:.0f} MiB after warm-up, {final:.0f} MiB at the end "
-            f"= {final / first:.3f} x (target within 10 %); under load, median of each quarter: "
-            f"{trend} MiB"
-        )
-    unexpected = {k: v for k, v in soak.statuses.items() if k not in {"200", "503", "408"}}
-    if unexpected:
-        print(f"  FAIL: answers other than 200/503/408: {unexpected}")
-        return 1
-    return 0
+            mix = kinds(workdir)
+            run_load(url, mix, args.warm_up, lambda: None)
+            samples: list[Sample] = []
+            started = time.monotonic()
+            tally = run_load(
+                url, mix, args.minutes * 60, lambda: samples.append(sample(pid, server, started))
+            )
+            time.sleep(QUIET_S)
+            lines, failures = report(tally, mix, args.minutes, samples)
+            for group in ("gateway", "tritonserver", "stubs"):
+                lines.append(
+                    f"  {group} RSS under load, median of each quarter: "
+                    f"{quarters(samples, f'{group} rss')} MiB"
+                )
+            stored, storage_failures = storage(upload_dir, records_dir)
+    print("\n".join([*lines, *stored]))
+    if args.samples is not None:
+        keys = sorted({key for row in samples for key in row}, key=lambda k: (k != "t", k))
+        with args.samples.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(samples)
+        print(f"  samples: {args.samples}")
+    return 1 if failures + storage_failures else 0

@@ -42,7 +42,14 @@ TLS_KEEP_ALIVE_S = 8.0
 """The TLS gateway's keep-alive timeout: seconds, not minutes, for the idle case; still well
 above :data:`SETTLE_S`, so that it is not what closes the connections their clients closed."""
 
-_TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN"}
+_TCP_STATES = {
+    "01": "ESTABLISHED",
+    "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2",
+    "06": "TIME_WAIT",
+    "08": "CLOSE_WAIT",
+    "0A": "LISTEN",
+}
 
 
 class Served:
@@ -210,9 +217,10 @@ def test_an_idle_tls_connection_past_the_keep_alive_timeout_loses_its_socket(tls
             held.append(sock)
         assert tls.fds() >= idle + len(held)
         time.sleep(TLS_KEEP_ALIVE_S)
-        states, fds = tls.states(), tls.fds()
+        # Each connection's timer started at its own answer: allow for the last, on a busy host.
         deadline = time.monotonic() + 2 * SETTLE_S
-        while fds > idle + MAX_EXTRA_FDS and time.monotonic() < deadline:
+        states, fds = tls.states(), tls.fds()
+        while (fds > idle + MAX_EXTRA_FDS or states["ESTABLISHED"]) and time.monotonic() < deadline:
             time.sleep(0.2)
             states, fds = tls.states(), tls.fds()
         assert fds <= idle + MAX_EXTRA_FDS, f"{fds} descriptors open ({idle} idle): {states}"

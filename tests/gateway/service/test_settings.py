@@ -178,6 +178,7 @@ def test_the_declarations_name_every_variable() -> None:
         "MAX_UPLOADS",
         "UPLOAD_IDLE_TIMEOUT_S",
         "UPLOAD_MIN_RATE",
+        "KEEP_ALIVE_TIMEOUT_S",
         "WORKERS",
         "CPU_WORKERS",
         "PIPELINES",
