@@ -56,7 +56,7 @@ typecheck: $(STAMP) ## mypy, strict
 
 check: lint typecheck
 
-docs: $(STAMP) ## Rewrite the generated tables (settings in README, errors in docs/errors.md)
+docs: $(STAMP) ## Rewrite the generated tables (docs/configuration.md, docs/errors.md)
 	$(PY) -m gateway.doctables
 
 bench: $(STAMP) ## Benchmarks: aicoco formatting and the gateway against local Triton

@@ -1,8 +1,8 @@
 """The tables the docs carry that are generated from declarations: rewrite them, or check them.
 
-``README.md`` carries the settings table (:func:`gateway.settings.settings_markdown`) and
-``docs/errors.md`` the error table (:func:`gateway.openapi.errors_markdown`), each between a
-``<!-- generated: NAME -->`` line and an ``<!-- end: NAME -->`` line. ``make docs`` rewrites
+``docs/configuration.md`` carries the settings table (:func:`gateway.settings.settings_markdown`)
+and ``docs/errors.md`` the error table (:func:`gateway.openapi.errors_markdown`), each between
+a ``<!-- generated: NAME -->`` line and an ``<!-- end: NAME -->`` line. ``make docs`` rewrites
 them; the tests fail when one has drifted from its declarations.
 """
 
@@ -18,7 +18,7 @@ from gateway.settings import settings_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES: dict[str, tuple[Path, Callable[[], str]]] = {
-    "settings": (ROOT / "README.md", settings_markdown),
+    "settings": (ROOT / "docs" / "configuration.md", settings_markdown),
     "errors": (ROOT / "docs" / "errors.md", errors_markdown),
 }
 

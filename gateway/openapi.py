@@ -64,7 +64,7 @@ def error_table() -> list[dict[str, Any]]:
 
 
 def errors_markdown() -> str:
-    """The error table for the README, from the same source as the OpenAPI document."""
+    """The error table of docs/errors.md, from the same source as the OpenAPI document."""
     lines = ["| Status | Code | When | What to change |", "|---|---|---|---|"]
     for row in error_table():
         lines.append(f"| {row['status']} | `{row['code']}` | {row['when']} | {row['fix']} |")

@@ -5,8 +5,9 @@ rather than surfacing later as a confusing failure inside a request.
 
 Each setting is declared once, as a field of :class:`Settings` made by :func:`setting`: its
 variable (the field's name in capitals), parser, default and help. :meth:`Settings.from_env`
-reads those declarations, and so does :func:`settings_markdown`, whose table the README carries
-(a test keeps the two equal, and checks ``compose.yaml`` against the defaults).
+reads those declarations, and so does :func:`settings_markdown`, whose table
+docs/configuration.md carries (a test keeps the two equal, and checks ``compose.yaml`` against
+the defaults).
 """
 
 from __future__ import annotations
@@ -493,7 +494,7 @@ def _declared(cls: type[Settings]) -> Iterator[tuple[str, Declaration]]:
 
 
 def settings_markdown() -> str:
-    """The settings table of the README, from the declarations."""
+    """The settings table of docs/configuration.md, from the declarations."""
     lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for declaration in declarations():
         shown = declaration.shown

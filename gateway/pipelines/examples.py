@@ -1,4 +1,4 @@
-"""A FLaVor inference model ported to the gateway: the README's "Migrating from FLaVor" example.
+"""A FLaVor inference model ported to the gateway: the example of docs/flavor.md.
 
 :class:`LungSegmentationModel` was written for FLaVor: a ``BaseAiCOCOImageInferenceModel``
 subclass that ran ``lung_segmenter/1/model.onnx`` in-process with onnxruntime. Porting changed

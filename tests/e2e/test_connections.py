@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import collections
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -104,24 +102,6 @@ def start(folder: Path, triton: LocalTriton, env: Mapping[str, str]) -> Iterator
 def plain(triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The default keep-alive timeout (75 s): what closes the sockets is not the timer."""
     yield from start(tmp_path_factory.mktemp("plain"), triton, {})
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is not installed: it makes the test's certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    request = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
-    names = ["-nodes", "-days", "1", "-subj", "/CN=x", "-addext", "subjectAltName=IP:127.0.0.1"]
-    subprocess.run(
-        [openssl, *request, *names, "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
 
 
 @pytest.fixture(scope="module")
