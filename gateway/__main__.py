@@ -13,21 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING
 
+from gateway.launch import DEFAULT_REPOSITORY, RUN_DIR, run_local, serve
 from gateway.settings import Settings, SettingsError
-
-if TYPE_CHECKING:
-    from gateway.pipelines.catalog import Factories
-
-REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
-RUN_DIR = Path(".run")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,7 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run",
         help="start a local Triton on the model repository, then the gateway (Ctrl-C stops both)",
     )
-    run.add_argument("--repository", type=Path, default=REPOSITORY, help="Triton model repository")
+    run.add_argument(
+        "--repository",
+        type=Path,
+        default=DEFAULT_REPOSITORY,
+        help="Triton model repository (default: %(default)s, in the working directory)",
+    )
     run.add_argument("--log-dir", type=Path, default=RUN_DIR, help="where Triton's log goes")
     send = commands.add_parser("send", help="post image or table files and print the AiCOCO answer")
     send.add_argument(
@@ -136,63 +132,6 @@ def _check_pipelines(settings: Settings) -> None:
 
     for model, target in settings.pipelines.items():
         load_pipeline_class(model, target)
-
-
-def serve(settings: Settings, pipelines: Factories | None = None) -> None:
-    """Serve until SIGINT or SIGTERM, then let requests in progress finish."""
-    from gateway import server
-    from gateway.logs import configure_logging
-
-    configure_logging(settings.log_level, settings.log_format)
-    server.serve(settings, pipelines)
-
-
-def run_local(
-    settings: Settings, repository: Path, log_dir: Path, pipelines: Factories | None = None
-) -> int:
-    """The embedded default (``make run``): local Triton on free ports, then the gateway."""
-    from gateway.logs import configure_logging
-    from triton_local import LocalTriton, TritonStartError, TritonSupervisor
-
-    configure_logging(settings.log_level, settings.log_format)
-    # SIGTERM outside the event loop must unwind too, so that Triton is stopped on the way out.
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    triton_log = (log_dir / "tritonserver.log").resolve()
-    print(f"Starting Triton on {repository} (log: {triton_log})", file=sys.stderr, flush=True)
-    triton = LocalTriton(repository, grpc_port=0, http_port=0, metrics_port=0, log_file=triton_log)
-    try:
-        # Supervised: a Triton that dies is cleaned up and restarted on the same ports, and the
-        # gateway reconnects to it without a restart of its own.
-        with TritonSupervisor(triton):
-            settings = replace(settings, triton_url=triton.grpc_url)
-            exposed = settings.host in {"0.0.0.0", "::"}
-            shown = "127.0.0.1" if exposed else settings.host
-            if exposed:
-                print(
-                    f"HOST={settings.host}: the gateway accepts patient images from the whole "
-                    "network, without authentication.",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            print(
-                f"Triton is up at {triton.grpc_url} (gRPC); its log: {triton_log}\n"
-                f"Gateway: http://{shown}:{settings.port} (docs: /docs); its log: this terminal\n"
-                "Ctrl-C stops both.",
-                file=sys.stderr,
-                flush=True,
-            )
-            serve(settings, pipelines)
-            signal.signal(signal.SIGTERM, _exit_on_signal)
-    except TritonStartError as exc:
-        print(f"Triton did not start: {exc} (log: {triton_log})", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 ``docs/configuration.md`` carries the settings table (:func:`gateway.settings.settings_markdown`)
 and ``docs/errors.md`` the error table (:func:`gateway.openapi.errors_markdown`), each between
 a ``<!-- generated: NAME -->`` line and an ``<!-- end: NAME -->`` line. ``make docs`` rewrites
-them; the tests fail when one has drifted from its declarations.
+them (``python -m gateway.doctables [ROOT]``, the repository's root, by default the working
+directory); the tests fail when one has drifted from its declarations.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from pathlib import Path
 from gateway.openapi import errors_markdown
 from gateway.settings import settings_markdown
 
-ROOT = Path(__file__).resolve().parent.parent
 TABLES: dict[str, tuple[Path, Callable[[], str]]] = {
-    "settings": (ROOT / "docs" / "configuration.md", settings_markdown),
-    "errors": (ROOT / "docs" / "errors.md", errors_markdown),
+    "settings": (Path("docs") / "configuration.md", settings_markdown),
+    "errors": (Path("docs") / "errors.md", errors_markdown),
 }
+"""Each table's file, relative to the repository's root (the working directory by default)."""
 
 
 def _span(name: str, text: str) -> tuple[int, int]:
@@ -33,18 +34,19 @@ def _span(name: str, text: str) -> tuple[int, int]:
     return found.span(1)
 
 
-def current(name: str) -> str:
-    """The table as its file has it now."""
+def current(name: str, root: Path = Path()) -> str:
+    """The table as its file under ``root`` has it now."""
     path, _ = TABLES[name]
-    text = path.read_text(encoding="utf-8")
+    text = (root / path).read_text(encoding="utf-8")
     start, end = _span(name, text)
     return text[start:end]
 
 
-def rewrite() -> list[str]:
-    """Write every generated table into its file; the names of the tables that changed."""
+def rewrite(root: Path = Path()) -> list[str]:
+    """Write every generated table into its file under ``root``; the names of those changed."""
     changed = []
-    for name, (path, generate) in TABLES.items():
+    for name, (relative, generate) in TABLES.items():
+        path = root / relative
         text = path.read_text(encoding="utf-8")
         start, end = _span(name, text)
         table = generate()
@@ -55,4 +57,5 @@ def rewrite() -> list[str]:
 
 
 if __name__ == "__main__":
-    print("rewrote: " + (", ".join(rewrite()) or "nothing"), file=sys.stderr)
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path()
+    print("rewrote: " + (", ".join(rewrite(root)) or "nothing"), file=sys.stderr)

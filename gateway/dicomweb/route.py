@@ -4,7 +4,8 @@ One request does the whole round trip: find the series (the one named, or the on
 rules of :mod:`gateway.readers.selection` choose), retrieve it into the request's folder under
 the upload limits, run the model as ``POST /invocations`` would (same queue, same pipeline),
 and, when asked, store the SEG or SR back with STOW-RS. The answer is the AiCOCO document plus
-the UIDs stored. Nothing of the study outlives the request.
+the UIDs stored. Nothing of the study outlives the request. The retrieval is the run's
+``parse`` stage.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from gateway.auth import audit
 from gateway.body import receive_body
 from gateway.dicomweb.client import DicomwebClient
 from gateway.errors import InvalidInput, MalformedJSON, PayloadTooLarge, RouteNotFound
-from gateway.invocations import unless_disconnected, upload_folder
+from gateway.intake import upload_folder
 from gateway.outputs.choice import Output, producer_of, resolve
 from gateway.outputs.sources import load_sources
 from gateway.readers.selection import NOT_IMAGES, Candidate, choose, json_getter
-from gateway.request import InferenceRequest, Upload
+from gateway.request import Document, InferenceRequest, Upload
+from gateway.runner import Run, unless_disconnected
 from gateway.schemas import PacsInvocation, PacsResult, StoredInstance
 from gateway.service import Service, model_info, service_of
 
@@ -46,6 +48,7 @@ async def invoke_from_pacs(request: Request) -> Response:
             "the DICOMweb routes are off: set DICOMWEB_URL to the PACS's DICOMweb root"
         )
     model_name: str = request.path_params.get("name", service.settings.default_model)
+    run = Run(service, model_name)
     asked = await _read_invocation(request, service)
     await service.catalog.pipeline(model_name)
     info = await model_info(service.catalog, model_name)
@@ -73,26 +76,25 @@ async def invoke_from_pacs(request: Request) -> Response:
             images=images,
             uploads=uploads,
             ids=IdGenerator(),
+            observe=run.observe,
         )
         sources = None
         if output is not None:
             sources = await service.cpu.run(load_sources, images, uploads, output.value)
+        run.parsed()
 
-        async def infer() -> tuple[bytes, DicomResult | None]:
-            async with service.queue.slot():
-                pipeline = await service.catalog.pipeline(model_name)
-                document = await pipeline(inference)
-                body = await service.cpu.run(document.to_json_bytes)
-                if output is None or sources is None:
-                    return body, None
-                producer = producer_of(info, __version__)
-                # Tabular and hybrid pipelines refuse a request without tables, as this one is.
-                assert isinstance(document, AiCOCOOutput)
-                from gateway.outputs.writer import dicom_file  # see gateway.outputs.choice
+        async def respond(document: Document) -> tuple[bytes, DicomResult | None]:
+            body = await service.cpu.run(document.to_json_bytes)
+            if output is None or sources is None:
+                return body, None
+            producer = producer_of(info, __version__)
+            # Tabular and hybrid pipelines refuse a request without tables, as this one is.
+            assert isinstance(document, AiCOCOOutput)
+            from gateway.outputs.writer import dicom_file  # see gateway.outputs.choice
 
-                return body, await service.cpu.run(dicom_file, output, document, sources, producer)
+            return body, await service.cpu.run(dicom_file, output, document, sources, producer)
 
-        document_json, result = await unless_disconnected(request.receive, infer())
+        document_json, result = await run(request.receive, inference, respond)
     stored = []
     if result is not None:
         for instance in await pacs.store(study, [result.content]):

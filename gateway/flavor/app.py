@@ -80,14 +80,14 @@ class InferAPP:
 
     def run(self, host: str | None = None, port: int | None = None, **_: Any) -> None:
         """Serve until Ctrl-C or SIGTERM (FLaVor's ``log_level`` is ``LOG_LEVEL`` here)."""
-        from gateway.__main__ import REPOSITORY, RUN_DIR, run_local, serve
+        from gateway.launch import DEFAULT_REPOSITORY, RUN_DIR, run_local, serve
 
         try:
             settings = self.settings(port, host)
             if os.environ.get("TRITON_URL", "").strip():
                 serve(settings, self.pipelines())
                 return
-            code = run_local(settings, REPOSITORY, RUN_DIR, self.pipelines())
+            code = run_local(settings, DEFAULT_REPOSITORY, RUN_DIR, self.pipelines())
         except SettingsError as exc:
             print(f"configuration error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -17,16 +17,12 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.auth import audit, protected
 from gateway.errors import RouteNotFound
-from gateway.invocations import (
-    check_headers,
-    parse_entries,
-    receive_form,
-    unless_disconnected,
-    upload_folder,
-)
+from gateway.intake import check_headers, parse_entries, receive_form, upload_folder
 from gateway.readers import ReadLimits
+from gateway.request import Document, InferenceRequest
+from gateway.runner import Run
 from gateway.service import service_of
-from gateway.viewer.render import parse_window, render
+from gateway.viewer.render import RenderPipeline, parse_window
 
 ASSETS = {
     "index.html": "text/html; charset=utf-8",
@@ -38,6 +34,8 @@ _POLICY = (
     "connect-src 'self'; frame-ancestors 'none'"
 )
 """The page talks to its own origin only: nothing a result holds can load or send elsewhere."""
+RENDER_LABEL = "viewer/render"
+"""The render's ``model`` label in the stage histograms: a slash, so no Triton model's name."""
 
 
 def routes() -> list[BaseRoute]:
@@ -68,20 +66,29 @@ def _asset(name: str) -> Response:
 
 
 async def render_slices(request: Request) -> Response:
-    """The invocation's multipart form in, :class:`~gateway.schemas.Rendering` out."""
+    """The invocation's multipart form in, :class:`~gateway.schemas.Rendering` out, through the
+    runner as an invocation goes (its stages are recorded under the model ``viewer/render``,
+    a name no Triton model can have)."""
     service = service_of(request)
     boundary = check_headers(request)
     window = parse_window(request.query_params.get("window"))
+    run = Run(service, RENDER_LABEL)
     with upload_folder(service.settings.upload_dir) as folder:
         form = await receive_form(request, boundary, folder)
         audit(request).update(files=len(form.uploads), bytes=form.upload_bytes)
         images, _ = parse_entries(form)
+        inference = InferenceRequest(
+            request_id=request.state.request_id,
+            model_name=RENDER_LABEL,
+            images=images,
+            uploads=form.uploads,
+            observe=run.observe,
+        )
+        run.parsed()
+        pipeline = RenderPipeline(service.cpu, ReadLimits.of(service.settings), window)
 
-        async def work() -> bytes:
-            async with service.queue.slot():
-                return await service.cpu.run(
-                    render, images, form.uploads, ReadLimits.of(service.settings), window
-                )
+        async def respond(pictures: Document) -> bytes:
+            return await service.cpu.run(pictures.to_json_bytes)
 
-        body = await unless_disconnected(request.receive, work())
+        body = await run(request.receive, inference, respond, pipeline)
     return Response(body, media_type="application/json")

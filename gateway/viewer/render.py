@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from aicoco import AiImage
 from gateway.errors import InvalidParameter
 from gateway.readers import ImageSet, ReadLimits, read_images
 from gateway.readers.base import finite_range
-from gateway.request import Upload
+from gateway.request import InferenceRequest
 from gateway.schemas import RenderedSlice, Rendering, WindowLevel
+from gateway.workers import CpuPool
 
 PRESETS: dict[str, WindowLevel] = {
     "lung": WindowLevel(center=-600, width=1500),
@@ -60,14 +60,31 @@ def parse_window(raw: str | None) -> WindowLevel | None:
     )
 
 
-def render(
-    images: Sequence[AiImage],
-    uploads: Mapping[str, Upload],
-    limits: ReadLimits,
-    window: WindowLevel | None,
-) -> bytes:
-    """Read like the pipelines do and answer :class:`Rendering` as JSON (CPU-bound)."""
-    return rendering(read_images(images, uploads, limits), window).model_dump_json().encode()
+@dataclass(frozen=True)
+class RenderPipeline:
+    """The render as :mod:`gateway.runner` runs it, a pipeline like a model's: the readers'
+    stack is its ``read`` stage; the windowed PNGs are made by :meth:`Pictures.to_json_bytes`
+    in the run's ``format`` stage."""
+
+    cpu: CpuPool
+    limits: ReadLimits
+    window: WindowLevel | None
+
+    async def __call__(self, request: InferenceRequest) -> Pictures:
+        with request.stage("read"):
+            stack = await self.cpu.run(read_images, request.images, request.uploads, self.limits)
+        return Pictures(stack, self.window)
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """A read stack and its window: the answer, once encoded (CPU-bound)."""
+
+    stack: ImageSet
+    window: WindowLevel | None
+
+    def to_json_bytes(self) -> bytes:
+        return rendering(self.stack, self.window).model_dump_json().encode()
 
 
 def rendering(stack: ImageSet, window: WindowLevel | None) -> Rendering:

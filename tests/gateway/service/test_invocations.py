@@ -19,8 +19,9 @@ from gateway.errors import (
     MalformedJSON,
     UnreadableFile,
 )
-from gateway.invocations import build_request, unless_disconnected
+from gateway.intake import build_request
 from gateway.request import InferenceRequest, Upload
+from gateway.runner import unless_disconnected
 from gateway.uploads import Form
 
 
