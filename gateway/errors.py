@@ -297,8 +297,8 @@ class TableTooLarge(PayloadTooLarge):
 class UnsupportedFileType(ApiError):
     status = 415
     code = "unsupported_file_type"
-    when = "A file is not DICOM, NIfTI (.nii, .nii.gz), PNG or JPEG."
-    fix = "Convert the file to one of the supported formats."
+    when = "A file is of no format the readers know; the message lists those they do."
+    fix = "Convert the file to one of the formats the message lists."
 
 
 class UnsupportedTableFormat(ApiError):

@@ -23,6 +23,7 @@ from aicoco import AiImage
 from aicoco.tables import AiCOCOHybridOutput, AiCOCOTabularOutput, AiRecord, AiTable
 from gateway import __version__, errors
 from gateway.outputs.choice import Output
+from gateway.readers.formats import FileKind
 from gateway.records import NAME
 from gateway.schemas import (
     ErrorBody,
@@ -142,7 +143,7 @@ def _invocation_operation(settings: Settings, *, named: bool) -> dict[str, Any]:
             "by `index`). File names must be plain base names (no `/`, `\\`, `..` or control "
             "characters): they are never used as paths, uploads are stored as numbered files in "
             "a per-request folder that is always removed. Files are recognised by content "
-            "(DICOM, NIfTI, PNG, JPEG), not by extension.\n\n"
+            f"({', '.join(kind.format.name for kind in FileKind)}), not by extension.\n\n"
             f"Limits: body at most {settings.max_request_bytes} bytes, at most "
             f"{settings.max_files} files, {settings.max_pixels_per_image} pixels per frame, "
             f"{settings.max_total_voxels} pixels per request, {settings.max_in_flight} "

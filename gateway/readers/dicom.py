@@ -33,6 +33,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -62,10 +63,14 @@ from gateway.errors import (
     UnsupportedFileType,
     UnsupportedImage,
 )
-from gateway.readers.base import unreadable
+from gateway.readers.base import ImageSet, unreadable
 from gateway.readers.codestream import declared_size
 from gateway.readers.limits import VoxelBudget
+from gateway.readers.matching import FileEntries
+from gateway.readers.stack import StackBuilder, one_file_set, spacing
 from gateway.request import Upload
+
+RAW_DICOM_SUFFIXES = (".dcm", ".dicom")
 
 Frame = npt.NDArray[Any]
 
@@ -608,3 +613,36 @@ def _to_uint8(frame: Frame, bits: int) -> Frame:
         return frame
     shift = max(bits - 8, 0)
     return (np.asarray(frame, dtype=np.uint64) >> shift).clip(0, 255).astype(np.uint8)
+
+
+def sniff(head: bytes, upload: Upload) -> bool:
+    """The ``DICM`` prefix after the 128-byte preamble (PS3.10 section 7.1)."""
+    return head[128:132] == b"DICM"
+
+
+def claims_raw(upload: Upload) -> bool:
+    """A dataset written without preamble and prefix (old ACR-NEMA style): nothing in its first
+    bytes says so, so it is tried only when its name says DICOM, and accepted only if pydicom
+    finds image rows, columns and pixel data in it."""
+    return upload.file_name.lower().endswith(RAW_DICOM_SUFFIXES) and _is_raw_dicom(upload.path)
+
+
+def read_file(pair: FileEntries, budget: VoxelBudget) -> ImageSet:
+    """One DICOM file of any number of frames, with its entries."""
+    upload = pair.upload
+    header = read_header(upload, budget)
+    builder = StackBuilder(header.frames)
+    for z, frame in enumerate(decode_frames(header)):
+        builder.put(z, frame, upload.file_name)
+    pixels = builder.result()
+    grid = spacing(header.pixel_spacing, header.slice_spacing, pixels.shape[0])
+    return one_file_set(pair, pixels, header.hounsfield, grid, header.modality)
+
+
+def _is_raw_dicom(path: Path) -> bool:
+    """Whether a file without the ``DICM`` prefix parses as a DICOM image dataset."""
+    try:
+        ds = pydicom.dcmread(path, force=True, defer_size=1024)
+    except Exception:  # whatever the parser raises on these bytes: not a raw DICOM dataset
+        return False
+    return "Rows" in ds and "Columns" in ds and "PixelData" in ds

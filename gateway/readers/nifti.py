@@ -29,7 +29,9 @@ from __future__ import annotations
 import gzip
 import io
 import re
-from collections.abc import Iterator
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -40,11 +42,19 @@ import numpy.typing as npt
 from nibabel.fileholders import FileHolder
 from nibabel.orientations import apply_orientation, io_orientation
 
-from gateway.errors import ApiError, UnreadableFile, UnsupportedImage
-from gateway.readers.base import finite_range, unreadable
-from gateway.readers.detect import nifti_version
+from gateway.errors import ApiError, UnreadableFile, UnsupportedFileType, UnsupportedImage
+from gateway.readers.base import ImageSet, finite_range, unreadable
 from gateway.readers.limits import VoxelBudget
+from gateway.readers.matching import FileEntries
+from gateway.readers.stack import StackBuilder, one_file_set, require_one_slice, same_size
 from gateway.request import Upload
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_NIFTI1_MAGICS = (b"n+1\x00",)
+_NIFTI1_PAIR_MAGIC = b"ni1\x00"
+_NIFTI2_MAGIC = b"n+2\x00\r\n\x1a\n"
+_NIFTI2_PAIR_MAGIC = b"ni2\x00\r\n\x1a\n"
+_HEAD_BYTES = 1024
 
 HOUNSFIELD_MINIMUM = -900.0
 """A scaled minimum at or below this makes a volume CT (air is -1000 HU)."""
@@ -228,3 +238,77 @@ def _scaled(view: npt.NDArray[Any], slope: float, intercept: float) -> Any:
     scaled *= dtype.type(slope)
     scaled += dtype.type(intercept)
     return scaled
+
+
+def sniff(head: bytes, upload: Upload) -> bool:
+    """A single-file NIfTI-1 or NIfTI-2 header, gzipped or not."""
+    if head.startswith(_GZIP_MAGIC):
+        head = _gunzip_head(upload)
+    return nifti_version(upload.file_name, head) is not None
+
+
+def read_file(pair: FileEntries, budget: VoxelBudget) -> ImageSet:
+    """One NIfTI volume (or image), with its entries."""
+    volume = read_volume(read_header(pair.upload, budget))
+    return one_file_set(pair, volume.pixels, volume.hounsfield, volume.spacing, None)
+
+
+def read_stack(pairs: Sequence[FileEntries], budget: VoxelBudget) -> ImageSet:
+    """Several 2-D NIfTI files, one slice each, in ``index`` order."""
+    headers = [read_header(pair.upload, budget) for pair in pairs]
+    for header in headers:
+        require_one_slice(header.upload.file_name, header.shape[0], len(pairs))
+    same_size([(h.upload.file_name, h.shape[1:]) for h in headers])
+    builder = StackBuilder(len(headers))
+    hounsfield = True
+    for z, header in enumerate(headers):
+        volume = read_volume(header)
+        hounsfield = hounsfield and volume.hounsfield
+        builder.put(z, volume.pixels[0], header.upload.file_name)
+    return ImageSet(
+        pixels=builder.result(),
+        hounsfield=hounsfield,
+        spacing=headers[0].spacing,
+        slice_images=[pair.entries[0] for pair in pairs],
+    )
+
+
+def nifti_version(file_name: str, header: bytes) -> int | None:
+    """1 or 2 for a single-file NIfTI header, None for anything else.
+
+    The header is little- or big-endian; ``sizeof_hdr`` (348 or 540) tells which. A header of a
+    ``.hdr``/``.img`` pair is refused by name: the image half cannot travel in the same file.
+    """
+    if len(header) < 348:
+        return None
+    for order in "<>":
+        (size,) = struct.unpack(f"{order}i", header[:4])
+        if size == 348 and header[344:348] in _NIFTI1_MAGICS:
+            return 1
+        if size == 540 and header[4:12] == _NIFTI2_MAGIC:
+            return 2
+        if (size == 348 and header[344:348] == _NIFTI1_PAIR_MAGIC) or (
+            size == 540 and header[4:12] == _NIFTI2_PAIR_MAGIC
+        ):
+            raise UnsupportedFileType(
+                f"'{file_name}' is the header of a NIfTI .hdr/.img pair; send the volume as one "
+                ".nii or .nii.gz file",
+                details={"file_name": file_name},
+            )
+    return None
+
+
+def _gunzip_head(upload: Upload) -> bytes:
+    """The first bytes of a gzip file's content, enough for a NIfTI-2 header."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    head = b""
+    with upload.path.open("rb") as f:
+        while len(head) < _HEAD_BYTES and (chunk := f.read(64 * 1024)):
+            try:
+                head += inflater.decompress(chunk, _HEAD_BYTES - len(head))
+            except zlib.error as exc:
+                raise UnreadableFile(
+                    f"'{upload.file_name}' is a corrupt gzip stream: {exc}",
+                    details={"file_name": upload.file_name},
+                ) from exc
+    return head

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
-from gateway.errors import UnsupportedImage
-from gateway.readers.base import unreadable
+from gateway.errors import InconsistentSeries, UnsupportedImage
+from gateway.readers.base import ImageSet, unreadable
 from gateway.readers.limits import VoxelBudget
+from gateway.readers.matching import FileEntries
+from gateway.readers.stack import StackBuilder, one_file_set, same_size
 from gateway.request import Upload
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -162,3 +165,41 @@ def _composite(values: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     out = (color * alpha + 127) // 255
     result = out.astype(np.uint8)
     return result[..., 0] if result.shape[-1] == 1 else result
+
+
+def sniff_png(head: bytes, upload: Upload) -> bool:
+    return head.startswith(_PNG_SIGNATURE)
+
+
+def sniff_jpeg(head: bytes, upload: Upload) -> bool:
+    return head.startswith(_JPEG_SIGNATURE)
+
+
+def read_file(pair: FileEntries, budget: VoxelBudget) -> ImageSet:
+    """One picture, one slice."""
+    return one_file_set(pair, read(pair.upload, budget)[None], False, None, None)
+
+
+def read_stack(pairs: Sequence[FileEntries], budget: VoxelBudget) -> ImageSet:
+    """Several PNG or JPEG pictures of one size and bit depth, in ``index`` order."""
+    headers = [read_header(pair.upload, budget) for pair in pairs]
+    same_size([(h.upload.file_name, h.size) for h in headers])
+    builder = StackBuilder(len(headers))
+    first_dtype: np.dtype | None = None
+    for z, header in enumerate(headers):
+        picture = read_pixels(header)
+        first_dtype = first_dtype or picture.dtype
+        if picture.dtype != first_dtype:
+            raise InconsistentSeries(
+                f"'{header.upload.file_name}' has {picture.dtype.itemsize * 8}-bit pixels but "
+                f"'{headers[0].upload.file_name}' has {first_dtype.itemsize * 8}-bit: the images "
+                "of one request must share one bit depth",
+                details={"file_names": [headers[0].upload.file_name, header.upload.file_name]},
+            )
+        builder.put(z, picture, header.upload.file_name)
+    return ImageSet(
+        pixels=builder.result(),
+        hounsfield=False,
+        spacing=None,
+        slice_images=[pair.entries[0] for pair in pairs],
+    )

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.errors import InconsistentSeries
-from gateway.readers.dicom import DicomHeader
+from gateway.readers.base import ImageSet
+from gateway.readers.dicom import DicomHeader, decode_frames, read_header
+from gateway.readers.limits import VoxelBudget
+from gateway.readers.matching import FileEntries
+from gateway.readers.selection import chosen_series
+from gateway.readers.stack import StackBuilder, require_one_slice, spacing
 
 ORIENTATION_TOLERANCE = 1e-3
 """Largest difference between two files' direction cosines that still means one orientation."""
@@ -133,3 +138,35 @@ def _duplicates(values: dict[str, int | None]) -> dict[str, list[str]]:
 
 def _cosines(header: DicomHeader) -> str:
     return "[" + ", ".join(f"{v:g}" for v in header.orientation or ()) + "]"
+
+
+def read_series(pairs: Sequence[FileEntries], budget: VoxelBudget) -> ImageSet:
+    """Several single-frame DICOM files: the chosen series, checked, in geometric order."""
+    pairs, headers = _chosen(pairs, [read_header(pair.upload, budget) for pair in pairs])
+    for header in headers:
+        require_one_slice(header.file_name, header.frames, len(pairs))
+    check_series(headers)
+    series = order_series(headers)
+    builder = StackBuilder(len(headers))
+    for z, i in enumerate(series.order):
+        for frame in decode_frames(headers[i]):
+            builder.put(z, frame, headers[i].file_name)
+    modalities = {h.modality for h in headers}
+    first = headers[series.order[0]]
+    return ImageSet(
+        pixels=builder.result(),
+        hounsfield=all(h.hounsfield for h in headers),
+        spacing=spacing(
+            first.pixel_spacing, series.slice_spacing or first.slice_spacing, len(headers)
+        ),
+        slice_images=[pairs[i].entries[0] for i in series.order],
+        modality=modalities.pop() if len(modalities) == 1 else None,
+    )
+
+
+def _chosen(
+    pairs: Sequence[FileEntries], headers: Sequence[DicomHeader]
+) -> tuple[Sequence[FileEntries], Sequence[DicomHeader]]:
+    """Files of several series: the one :mod:`gateway.readers.selection` chooses, alone."""
+    keep = chosen_series([header.dataset for header in headers])
+    return [pairs[i] for i in keep], [headers[i] for i in keep]

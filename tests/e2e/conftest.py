@@ -241,3 +241,18 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def pacs_http(
+    orthanc: Orthanc, triton: LocalTriton, start_gateway: StartGateway
+) -> Iterator[httpx.Client]:
+    """A client of a gateway with default settings whose PACS is the module's Orthanc."""
+    env = {
+        "DICOMWEB_URL": orthanc.dicomweb,
+        "DICOMWEB_USERNAME": USER,
+        "DICOMWEB_PASSWORD": PASSWORD,
+    }
+    url, _ = start_gateway(triton.grpc_url, env)
+    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
+        yield client

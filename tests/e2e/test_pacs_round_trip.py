@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.e2e.conftest import PASSWORD, USER, Orthanc, StartGateway
+from tests.e2e.conftest import USER, Orthanc, StartGateway
 from tests.e2e.test_dicom_outputs import (
     aicoco_masks,
     error_of,
@@ -42,17 +41,8 @@ TIMEOUT_S = 300.0
 
 
 @pytest.fixture(scope="module")
-def http(
-    orthanc: Orthanc, triton: LocalTriton, start_gateway: StartGateway
-) -> Iterator[httpx.Client]:
-    env = {
-        "DICOMWEB_URL": orthanc.dicomweb,
-        "DICOMWEB_USERNAME": USER,
-        "DICOMWEB_PASSWORD": PASSWORD,
-    }
-    url, _ = start_gateway(triton.grpc_url, env)
-    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
-        yield client
+def http(pacs_http: httpx.Client) -> httpx.Client:
+    return pacs_http
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,10 +17,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.e2e.conftest import PASSWORD, USER, Orthanc, StartGateway
+from tests.e2e.conftest import Orthanc
 from tests.factories import make_ct_series
 from training.phantoms import phantom_slice
-from triton_local import LocalTriton
 
 pytestmark = pytest.mark.e2e
 
@@ -31,17 +29,8 @@ MODEL_STAGES = {"parse", "read", "preprocess", "triton", "postprocess", "format"
 
 
 @pytest.fixture(scope="module")
-def http(
-    orthanc: Orthanc, triton: LocalTriton, start_gateway: StartGateway
-) -> Iterator[httpx.Client]:
-    env = {
-        "DICOMWEB_URL": orthanc.dicomweb,
-        "DICOMWEB_USERNAME": USER,
-        "DICOMWEB_PASSWORD": PASSWORD,
-    }
-    url, _ = start_gateway(triton.grpc_url, env)
-    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
-        yield client
+def http(pacs_http: httpx.Client) -> httpx.Client:
+    return pacs_http
 
 
 @pytest.fixture(scope="module")
