@@ -11,7 +11,7 @@ TRAIN_STAMP := $(TRAIN_VENV)/.installed
 ORTHANC_PLUGINS := /usr/share/orthanc/plugins
 
 .DEFAULT_GOAL := help
-.PHONY: help venv packages run test lint format typecheck check docs bench soak fuzz triton serve models up down clean
+.PHONY: help venv packages run test unit lint format typecheck check docs bench soak fuzz triton serve models up down clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ packages: ## System programs the tests drive (Chromium, Orthanc, dciodvfy), inst
 
 test: $(STAMP) packages check ## Lint, type-check and run every test (starts a real local Triton)
 	$(PY) -m pytest
+
+unit: $(STAMP) ## The tests that need no Triton and no browser (the fast tier, under 2 minutes)
+	$(PY) -m pytest -m "not e2e"
 
 lint: $(STAMP) ## ruff lint and format check; each package's imports against its install set
 	$(PY) -m ruff check .

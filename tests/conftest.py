@@ -31,6 +31,15 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPOSITORY_ROOT / "model_repository"
 
 StartTriton = Callable[..., LocalTriton]
+TRITON_FIXTURES = frozenset({"triton", "start_triton"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts or uses a local Triton is end-to-end, whatever its module says, so
+    ``make unit`` (``-m "not e2e"``) never waits for one."""
+    for item in items:
+        if TRITON_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
