@@ -1,6 +1,6 @@
 """The app factory: routes, the request-context middleware, error rendering and the lifespan.
 
-One ``TritonClient`` per app, over a :class:`~gateway.triton_pool.TritonPool` (one gRPC channel
+One ``TritonClient`` per app, over a :class:`~gateway.triton.TritonPool` (one gRPC channel
 per Triton), created in the lifespan inside the running loop and shared by every request. Tests
 and benchmarks may pass their own Triton and catalog.
 """
@@ -41,8 +41,7 @@ from gateway.refusals import CLOSE_CONNECTION, UnreadBodyMiddleware
 from gateway.schemas import Liveness, ModelList, Readiness
 from gateway.service import Catalog, Service, TritonHealth, service_of
 from gateway.settings import Settings
-from gateway.triton import TritonClient
-from gateway.triton_pool import TritonPool
+from gateway.triton import TritonClient, TritonPool
 from gateway.workers import CpuPool
 
 logger = logging.getLogger("gateway")

@@ -32,11 +32,11 @@ from gateway.triton import (
     ModelConfig,
     TensorSpec,
     TritonClient,
-    _Assembler,
     check_inputs,
     gather_or_cancel,
     map_triton_error,
 )
+from gateway.triton.batching import Assembler
 
 pytestmark = pytest.mark.anyio
 
@@ -156,7 +156,7 @@ def test_error_mapping(status: str, message: str, kind: type[Exception]) -> None
 
 
 def test_assembler_writes_batches_in_place_whatever_the_arrival_order() -> None:
-    assembler = _Assembler(config(), 5)
+    assembler = Assembler(config(), 5)
     parts = {(0, 2): 0, (4, 5): 2, (2, 4): 1}
     for (start, stop), value in parts.items():
         assembler.put(start, stop, {"mask": np.full((stop - start, 2, 8, 8), value, np.uint8)})
@@ -166,7 +166,7 @@ def test_assembler_writes_batches_in_place_whatever_the_arrival_order() -> None:
 
 
 def test_assembler_refuses_wrong_batch_and_changing_shapes() -> None:
-    assembler = _Assembler(config(), 4)
+    assembler = Assembler(config(), 4)
     with pytest.raises(InvalidModelOutput, match="for a batch of 2"):
         assembler.put(0, 2, {"mask": np.zeros((3, 2, 8, 8), np.uint8)})
     assembler.put(0, 2, {"mask": np.zeros((2, 2, 8, 8), np.uint8)})

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from gateway.triton_pool import TritonPool
+from gateway.triton import TritonPool
 
 pytestmark = pytest.mark.anyio
 

@@ -33,7 +33,8 @@ import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from gateway.errors import TritonUnavailable
-from gateway.triton import GrpcClient, map_triton_error
+from gateway.triton.client import GrpcClient
+from gateway.triton.errors import map_triton_error
 
 logger = logging.getLogger("gateway.triton")
 
