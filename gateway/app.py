@@ -27,7 +27,7 @@ from gateway import viewer
 from gateway.admission import InferenceQueue, UploadGate
 from gateway.artifacts import artifact
 from gateway.auth import AUDIT, protected
-from gateway.body import Pace
+from gateway.cpu_pool import CpuPool
 from gateway.dicomweb.client import DicomwebClient
 from gateway.dicomweb.route import invoke_from_pacs
 from gateway.errors import ApiError, InternalError, MethodNotAllowed, ModelNotFound, RouteNotFound
@@ -42,7 +42,7 @@ from gateway.schemas import Liveness, ModelList, Readiness
 from gateway.service import Catalog, Service, TritonHealth, service_of
 from gateway.settings import Settings
 from gateway.triton import TritonClient, TritonPool
-from gateway.workers import CpuPool
+from gateway.upload_pace import Pace
 
 logger = logging.getLogger("gateway")
 access_logger = logging.getLogger("gateway.access")

@@ -8,10 +8,11 @@ too: a ``data`` part (text or a JSON file) holding ``{"images": [...], ...}``, w
 ``metadata`` part.
 
 Order of checks: cheap header checks (:func:`check_headers`), then the body under an upload
-slot and the pace of :mod:`gateway.body` (:func:`receive_form`), into a folder that is removed
-whatever happens (:func:`upload_folder`), then the fields and the pairing of files with entries
-(:func:`build_request`, :func:`parse_entries`). Only then does a request wait for an inference
-slot (:mod:`gateway.runner`): a slow upload never holds a slot that a ready request could use.
+slot and the pace of :mod:`gateway.upload_pace` (:func:`receive_form`), into a folder that is
+removed whatever happens (:func:`upload_folder`), then the fields and the pairing of files with
+entries (:func:`build_request`, :func:`parse_entries`). Only then does a request wait for an
+inference slot (:mod:`gateway.runner`): a slow upload never holds a slot that a ready request
+could use.
 Routes take this module's functions; no route imports another.
 """
 
@@ -29,13 +30,13 @@ from starlette.requests import Request
 
 from aicoco import AiImage, IdGenerator
 from aicoco.tables import AiTable
-from gateway.body import receive_body
 from gateway.errors import InvalidAiCOCO, InvalidInput, UploadTimeout
+from gateway.inference import InferenceRequest, StageObserver
 from gateway.json_fields import parse_field
 from gateway.readers.matching import check_uploads
 from gateway.readers.tables import TableLimits, check_table_size, table_format
-from gateway.request import InferenceRequest, StageObserver
 from gateway.service import service_of
+from gateway.upload_pace import receive_body
 from gateway.uploads import (
     Form,
     FormLimits,
@@ -60,7 +61,7 @@ def check_headers(request: Request) -> bytes:
 
 
 async def receive_form(request: Request, boundary: bytes, folder: Path) -> Form:
-    """The body, into ``folder``, under an upload slot and the pace of :mod:`gateway.body`.
+    """The body, into ``folder``, under an upload slot and the pace of :mod:`gateway.upload_pace`.
 
     Every route that takes files reads them through here, so none bypasses the upload limits.
     """

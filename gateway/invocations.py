@@ -13,11 +13,11 @@ from starlette.responses import Response
 from aicoco import AiCOCOOutput
 from gateway import __version__
 from gateway.auth import audit
+from gateway.inference import Document
 from gateway.intake import build_request, check_headers, receive_form, upload_folder
 from gateway.outputs.choice import DICOM_MEDIA_TYPE, Output, producer_of, requested, resolve
 from gateway.outputs.sources import load_sources
 from gateway.readers.tables import TableLimits
-from gateway.request import Document
 from gateway.runner import Run
 from gateway.service import model_info, service_of
 

@@ -1,8 +1,8 @@
 """Logging with the request id on every line.
 
 The request id lives in a context variable: the HTTP middleware sets it for the task that serves
-the request, :meth:`gateway.workers.CpuPool.run` carries it into the worker threads, and a filter on
-the gateway's handler copies it onto every record. Lines outside a request carry ``null``.
+the request, :meth:`gateway.cpu_pool.CpuPool.run` carries it into the worker threads, and a
+filter on the gateway's handler copies it onto every record. Lines outside a request carry ``null``.
 JSON lines (one object per line) are the default because log collectors parse them without
 configuration; ``LOG_FORMAT=text`` is for people reading a terminal.
 """

@@ -17,8 +17,8 @@ So, when a response starts before the body has been received:
 
 - if the rest of the body is declared (``Content-Length``) and at most :data:`DRAIN_BYTES`, it is
   read and discarded after the response's bytes are sent and before the response is ended, at
-  the pace of :mod:`gateway.body`. The client reads its answer as usual, and the connection is
-  kept alive for its next request;
+  the pace of :mod:`gateway.upload_pace`. The client reads its answer as usual, and the
+  connection is kept alive for its next request;
 - otherwise (a larger or chunked body, a stalled upload, or the drain falling short of the pace)
   the response carries ``Connection: close``, and the server closes the connection once the
   response is sent.
@@ -36,8 +36,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.body import Pace, receive_body
 from gateway.errors import UploadTimeout
+from gateway.upload_pace import Pace, receive_body
 
 DRAIN_BYTES = 16 * 1024 * 1024
 """The most unread body bytes read and discarded to keep a connection alive after an answer."""

@@ -28,7 +28,7 @@ from typing import TypeVar
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
-from gateway.request import Document, InferenceRequest, Pipeline
+from gateway.inference import Document, InferenceRequest, Pipeline
 from gateway.service import Service
 
 T = TypeVar("T")
@@ -44,7 +44,7 @@ class Run:
         self._format_s = 0.0
 
     def observe(self, stage: str, seconds: float) -> None:
-        """The :class:`~gateway.request.StageObserver` of the run's inference request."""
+        """The :class:`~gateway.inference.StageObserver` of the run's inference request."""
         if stage == "format":
             self._format_s += seconds
         else:

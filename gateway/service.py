@@ -14,14 +14,14 @@ from typing import Any, Protocol
 from starlette.requests import HTTPConnection
 
 from gateway.admission import InferenceQueue, UploadGate
-from gateway.body import Pace
+from gateway.cpu_pool import CpuPool
 from gateway.dicomweb.client import DicomwebClient
+from gateway.inference import Pipeline
 from gateway.metrics import Metrics
 from gateway.records import RecordsStore
-from gateway.request import Pipeline
 from gateway.schemas import ModelInfo
 from gateway.settings import Settings
-from gateway.workers import CpuPool
+from gateway.upload_pace import Pace
 
 
 class Catalog(Protocol):

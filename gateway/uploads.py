@@ -42,7 +42,7 @@ from gateway.errors import (
     TooManyFiles,
     UnsupportedMediaType,
 )
-from gateway.request import Upload
+from gateway.inference import Upload
 
 FILES_FIELD = "files"
 """The field name of the image parts, repeated once per file (FLaVor's wire format)."""

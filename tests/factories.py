@@ -30,7 +30,7 @@ from pydicom.uid import (
 )
 
 from aicoco import AiImage
-from gateway.request import Upload
+from gateway.inference import Upload
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 """ImageOrientationPatient of an axial slice: rows along +x (patient left), columns along +y."""

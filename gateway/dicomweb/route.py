@@ -22,17 +22,17 @@ from starlette.responses import JSONResponse, Response
 from aicoco import AiCOCOOutput, AiImage, IdGenerator
 from gateway import __version__
 from gateway.auth import audit
-from gateway.body import receive_body
 from gateway.dicomweb.client import DicomwebClient
 from gateway.errors import InvalidInput, MalformedJSON, PayloadTooLarge, RouteNotFound
+from gateway.inference import Document, InferenceRequest, Upload
 from gateway.intake import upload_folder
 from gateway.outputs.choice import Output, producer_of, resolve
 from gateway.outputs.sources import load_sources
 from gateway.readers.selection import NOT_IMAGES, Candidate, choose, json_getter
-from gateway.request import Document, InferenceRequest, Upload
 from gateway.runner import Run, unless_disconnected
 from gateway.schemas import PacsInvocation, PacsResult, StoredInstance
 from gateway.service import Service, model_info, service_of
+from gateway.upload_pace import receive_body
 
 if TYPE_CHECKING:
     from gateway.outputs.writer import DicomResult

@@ -27,6 +27,7 @@ from gateway.errors import (
 from gateway.flavor.models import BaseAiCOCOInferenceModel
 from gateway.flavor.network import TritonSession
 from gateway.flavor.strategies import Call, calling
+from gateway.inference import Document, InferenceRequest
 from gateway.pipelines.base import (
     PipelineBinding,
     accepted_keywords,
@@ -36,7 +37,6 @@ from gateway.pipelines.base import (
 )
 from gateway.pipelines.hybrid import image_tables
 from gateway.pipelines.tabular import table_meta
-from gateway.request import Document, InferenceRequest
 
 _OUTPUTS: dict[str, type[Any]] = {
     "image": AiCOCOOutput,

@@ -16,10 +16,10 @@ from pydicom.dataset import Dataset
 
 from aicoco import AiImage
 from gateway.errors import DicomInputRequired
+from gateway.inference import Upload
 from gateway.readers.base import unreadable
 from gateway.readers.detect import FileKind, detect
 from gateway.readers.selection import chosen_series
-from gateway.request import Upload
 
 _TYPE_2 = {
     # Patient Module (PS3.3 C.7.1.1) and General Study Module (C.7.2.1): Type 2 attributes,

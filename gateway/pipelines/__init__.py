@@ -1,24 +1,22 @@
 """Pipelines: the FLaVor-style inference-model API, the built-in pipelines and the model catalog.
 
 Porting a FLaVor model means changing its imports and returning a :class:`TritonModel` from
-``define_inference_network``; ``BaseAiCOCOImageInferenceModel`` is kept as an alias of
-:class:`AiCOCOImagePipeline` so the class statement itself need not change.
+``define_inference_network``. Its base class is :class:`AiCOCOImagePipeline`; a port that imports
+it under FLaVor's name (``import AiCOCOImagePipeline as BaseAiCOCOImageInferenceModel``) keeps its
+class statement. (FLaVor's own, synchronous ``BaseAiCOCOImageInferenceModel`` is
+:mod:`gateway.flavor`'s, for scripts served by ``InferAPP``.)
 """
 
+from gateway.inference import Pipeline
 from gateway.pipelines.base import (
     AiCOCOImagePipeline,
     PipelineBinding,
     TritonModel,
     binding_scope,
 )
-from gateway.request import Pipeline
-
-BaseAiCOCOImageInferenceModel = AiCOCOImagePipeline
-"""FLaVor's name for :class:`AiCOCOImagePipeline`."""
 
 __all__ = [
     "AiCOCOImagePipeline",
-    "BaseAiCOCOImageInferenceModel",
     "Pipeline",
     "PipelineBinding",
     "TritonModel",

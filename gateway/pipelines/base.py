@@ -10,7 +10,7 @@ changes underneath, and why:
 - The pipeline is shared by concurrent requests, so nothing per request is stored on ``self``
   (FLaVor keeps ``self.images``); everything flows through arguments and return values.
 - CPU stages (``data_reader``, ``preprocess``, ``postprocess``, ``output_formatter``) run on the
-  app's worker pool (``self.cpu``, a :class:`~gateway.workers.CpuPool`), keeping the event loop
+  app's worker pool (``self.cpu``, a :class:`~gateway.cpu_pool.CpuPool`), keeping the event loop
   free for other requests and health checks; ``read`` and ``preprocess`` go in one hand-off,
   ``postprocess`` and ``output_formatter`` in another. A stage written ``async def`` runs on the
   event loop instead. ``inference`` runs on the event loop because all it should do is await
@@ -36,15 +36,15 @@ from typing import Any, ClassVar, overload
 import numpy as np
 
 from aicoco import AiCOCOFormatError, AiCOCOOutput, AiImage, CategorySpec, RegressionSpec
+from gateway.cpu_pool import CpuPool
 from gateway.errors import ApiError, InternalError, InvalidModelOutput, WrongInputKind
+from gateway.inference import InferenceRequest
 from gateway.logs import request_id_var
 from gateway.readers import ReadLimits
 from gateway.readers.matching import check_uploads
 from gateway.readers.tables import TableLimits
 from gateway.records import RecordsStore
-from gateway.request import InferenceRequest
 from gateway.triton import BatchSink, ModelConfig, TritonClient
-from gateway.workers import CpuPool
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from aicoco import (
     SegmentationStrategy,
 )
 from gateway.errors import InvalidModelConfig, InvalidModelOutput, UnsupportedImage
+from gateway.inference import Upload
 from gateway.pipelines import postprocessing as post
 from gateway.pipelines.base import (
     AiCOCOImagePipeline,
@@ -48,7 +49,6 @@ from gateway.pipelines.params import (
 )
 from gateway.pipelines.preprocessing import to_model_input
 from gateway.readers import ImageSet, read_images
-from gateway.request import Upload
 from gateway.triton import ModelConfig, TensorSpec, dims_text
 
 INPUT = "image"

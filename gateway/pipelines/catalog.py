@@ -24,7 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from gateway.cpu_pool import CpuPool
 from gateway.errors import ApiError, InternalError, InvalidModelConfig
+from gateway.inference import Pipeline
 from gateway.pipelines.base import AiCOCOImagePipeline, PipelineBinding, binding_scope
 from gateway.pipelines.builtin import builtin_pipeline
 from gateway.pipelines.hybrid import HybridPipeline
@@ -38,11 +40,9 @@ from gateway.pipelines.tabular import TABULAR, TabularPipeline
 from gateway.readers import ReadLimits
 from gateway.readers.tables import TableLimits
 from gateway.records import RecordsStore
-from gateway.request import Pipeline
 from gateway.schemas import ModelInfo
 from gateway.settings import Settings, SettingsError
 from gateway.triton import ModelConfig, ModelState, TritonClient
-from gateway.workers import CpuPool
 
 READY = "READY"
 

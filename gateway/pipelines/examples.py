@@ -25,7 +25,10 @@ from skimage.transform import resize
 
 from aicoco import AiCOCOOutput, AiImage, CategorySpec
 from aicoco import SegmentationStrategy as AiCOCOSegmentationOutputStrategy  # ported
-from gateway.pipelines import BaseAiCOCOImageInferenceModel, TritonModel  # ported
+from gateway.pipelines import (  # ported
+    AiCOCOImagePipeline as BaseAiCOCOImageInferenceModel,
+)
+from gateway.pipelines import TritonModel  # ported
 
 SIZE = (128, 128)
 

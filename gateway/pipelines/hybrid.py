@@ -32,6 +32,7 @@ from gateway.errors import (
     UnsupportedImage,
     WrongInputKind,
 )
+from gateway.inference import InferenceRequest
 from gateway.pipelines.base import PipelineBinding, TritonModel
 from gateway.pipelines.builtin import check_batched, check_no_other_inputs, check_tensor
 from gateway.pipelines.params import ClassificationOutput, RegressionOutput, TableParams
@@ -39,7 +40,6 @@ from gateway.pipelines.preprocessing import to_model_input
 from gateway.pipelines.tabular import FEATURES, IMAGE, parse_meta
 from gateway.readers import read_images
 from gateway.readers.tables import read_table
-from gateway.request import InferenceRequest
 
 
 class HybridPipeline:

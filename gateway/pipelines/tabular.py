@@ -31,6 +31,7 @@ from gateway.errors import (
     TableWindowMismatch,
     WrongInputKind,
 )
+from gateway.inference import InferenceRequest
 from gateway.pipelines.base import PipelineBinding, TritonModel
 from gateway.pipelines.builtin import check_batched, check_no_other_inputs, check_tensor
 from gateway.pipelines.params import (
@@ -40,7 +41,6 @@ from gateway.pipelines.params import (
 )
 from gateway.readers.tables import CHUNK_ROWS, TableLimits, TableReader, no_rows
 from gateway.records import RecordsWriter
-from gateway.request import InferenceRequest
 
 FEATURES = "features"
 IMAGE = "image"

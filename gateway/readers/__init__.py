@@ -1,8 +1,8 @@
 """File readers: a request's DICOM, NIfTI, PNG and JPEG uploads into one stack of slices.
 
 ``read_images(images, uploads, limits) -> ImageSet`` is the whole API: synchronous and CPU-bound
-(pipelines run it through the app's ``gateway.workers.CpuPool``). The conventions -- file detection,
-matching, stack order, orientation, values -- are documented in the modules:
+(pipelines run it through the app's ``gateway.cpu_pool.CpuPool``). The conventions -- file
+detection, matching, stack order, orientation, values -- are documented in the modules:
 :mod:`~gateway.readers.detect`, :mod:`~gateway.readers.matching`,
 :mod:`~gateway.readers.reader`, :mod:`~gateway.readers.dicom`, :mod:`~gateway.readers.series`,
 :mod:`~gateway.readers.nifti`, :mod:`~gateway.readers.raster`.

@@ -10,8 +10,8 @@ prefix, which only its name ends in ``.dcm`` or ``.dicom`` hints at). Everything
 from __future__ import annotations
 
 from gateway.errors import UnsupportedFileType
+from gateway.inference import Upload
 from gateway.readers.formats import FileKind, Format
-from gateway.request import Upload
 
 __all__ = ["FileKind", "Format", "detect"]
 

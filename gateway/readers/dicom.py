@@ -63,12 +63,12 @@ from gateway.errors import (
     UnsupportedFileType,
     UnsupportedImage,
 )
+from gateway.inference import Upload
 from gateway.readers.base import ImageSet, unreadable
 from gateway.readers.codestream import declared_size
 from gateway.readers.limits import VoxelBudget
 from gateway.readers.matching import FileEntries
 from gateway.readers.stack import StackBuilder, one_file_set, spacing
-from gateway.request import Upload
 
 RAW_DICOM_SUFFIXES = (".dcm", ".dicom")
 

@@ -15,11 +15,11 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from gateway.inference import Upload
 from gateway.readers import dicom, nifti, raster, series
 from gateway.readers.base import ImageSet
 from gateway.readers.limits import VoxelBudget
 from gateway.readers.matching import FileEntries
-from gateway.request import Upload
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aicoco import AiImage
 from gateway.errors import FileMismatch, InvalidInput, UnreadableFile
-from gateway.request import Upload
+from gateway.inference import Upload
 
 _LISTED = 20
 """Names quoted in a message; the details carry them all."""

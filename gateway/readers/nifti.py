@@ -43,11 +43,11 @@ from nibabel.fileholders import FileHolder
 from nibabel.orientations import apply_orientation, io_orientation
 
 from gateway.errors import ApiError, UnreadableFile, UnsupportedFileType, UnsupportedImage
+from gateway.inference import Upload
 from gateway.readers.base import ImageSet, finite_range, unreadable
 from gateway.readers.limits import VoxelBudget
 from gateway.readers.matching import FileEntries
 from gateway.readers.stack import StackBuilder, one_file_set, require_one_slice, same_size
-from gateway.request import Upload
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _NIFTI1_MAGICS = (b"n+1\x00",)

@@ -31,11 +31,11 @@ import numpy.typing as npt
 from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from gateway.errors import InconsistentSeries, UnsupportedImage
+from gateway.inference import Upload
 from gateway.readers.base import ImageSet, unreadable
 from gateway.readers.limits import VoxelBudget
 from gateway.readers.matching import FileEntries
 from gateway.readers.stack import StackBuilder, one_file_set, same_size
-from gateway.request import Upload
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIGNATURE = b"\xff\xd8\xff"

@@ -23,11 +23,11 @@ from collections.abc import Mapping, Sequence
 
 from aicoco import AiImage
 from gateway.errors import InconsistentSeries, InvalidInput
+from gateway.inference import Upload
 from gateway.readers.base import ImageSet, ReadLimits
 from gateway.readers.detect import detect
 from gateway.readers.limits import VoxelBudget
 from gateway.readers.matching import match
-from gateway.request import Upload
 
 
 def read_images(

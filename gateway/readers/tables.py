@@ -35,7 +35,7 @@ from gateway.errors import (
     TableValueError,
     UnsupportedTableFormat,
 )
-from gateway.request import Upload
+from gateway.inference import Upload
 from gateway.settings import Settings
 
 ColumnType = Literal["float", "int", "bool"]

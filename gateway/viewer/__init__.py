@@ -17,9 +17,9 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.auth import audit, protected
 from gateway.errors import RouteNotFound
+from gateway.inference import Document, InferenceRequest
 from gateway.intake import check_headers, parse_entries, receive_form, upload_folder
 from gateway.readers import ReadLimits
-from gateway.request import Document, InferenceRequest
 from gateway.runner import Run
 from gateway.service import service_of
 from gateway.viewer.render import RenderPipeline, parse_window

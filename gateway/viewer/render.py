@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from gateway.cpu_pool import CpuPool
 from gateway.errors import InvalidParameter
+from gateway.inference import InferenceRequest
 from gateway.readers import ImageSet, ReadLimits, read_images
 from gateway.readers.base import finite_range
-from gateway.request import InferenceRequest
 from gateway.schemas import RenderedSlice, Rendering, WindowLevel
-from gateway.workers import CpuPool
 
 PRESETS: dict[str, WindowLevel] = {
     "lung": WindowLevel(center=-600, width=1500),

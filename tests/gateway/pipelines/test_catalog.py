@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
+from gateway.cpu_pool import CpuPool
 from gateway.errors import InvalidModelConfig, ModelNotFound, ModelNotReady
 from gateway.pipelines.builtin import ClassificationPipeline
 from gateway.pipelines.catalog import ModelCatalog, load_pipeline_class
 from gateway.pipelines.examples import LungSegmentationModel
 from gateway.settings import Settings, SettingsError
 from gateway.triton import TritonClient
-from gateway.workers import CpuPool
 from tests.conftest import MODEL_REPOSITORY, StartTriton
 
 EXAMPLE = "gateway.pipelines.examples:LungSegmentationModel"

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gateway.cpu_pool import CpuPool
 from gateway.errors import InternalError
 from gateway.flavor import (
     AiCOCOHybridClassificationOutputStrategy,
@@ -23,13 +24,12 @@ from gateway.flavor import (
     TritonSession,
 )
 from gateway.flavor.adapter import FlavorPipeline
+from gateway.inference import InferenceRequest, Upload
 from gateway.pipelines.base import PipelineBinding
 from gateway.readers import ReadLimits
 from gateway.readers.tables import TableLimits
 from gateway.records import RecordsStore
-from gateway.request import InferenceRequest, Upload
 from gateway.triton import ModelConfig, TritonClient
-from gateway.workers import CpuPool
 
 
 class Model(BaseAiCOCOImageInferenceModel):

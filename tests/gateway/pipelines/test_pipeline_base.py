@@ -18,20 +18,20 @@ import numpy as np
 import pytest
 
 from aicoco import AiCOCOOutput, AiImage, CategorySpec, ClassificationStrategy, IdGenerator
+from gateway.cpu_pool import CpuPool
 from gateway.errors import FileMismatch, InternalError, InvalidModelOutput
+from gateway.inference import InferenceRequest, Upload
 from gateway.pipelines import (
     AiCOCOImagePipeline,
-    BaseAiCOCOImageInferenceModel,
     PipelineBinding,
     TritonModel,
     binding_scope,
 )
+from gateway.pipelines import AiCOCOImagePipeline as BaseAiCOCOImageInferenceModel
 from gateway.readers import ReadLimits
 from gateway.readers.tables import TableLimits
 from gateway.records import RecordsStore
-from gateway.request import InferenceRequest, Upload
 from gateway.triton import ModelConfig, TritonClient
-from gateway.workers import CpuPool
 
 pytestmark = pytest.mark.anyio
 

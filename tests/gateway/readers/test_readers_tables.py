@@ -19,8 +19,8 @@ from gateway.errors import (
     TableValueError,
     UnsupportedTableFormat,
 )
+from gateway.inference import Upload
 from gateway.readers.tables import Column, TableLimits, TableReader, read_table
-from gateway.request import Upload
 
 LIMITS = TableLimits(max_bytes=64 * 1024**2, max_rows=2_000_000, max_columns=64, max_cell_chars=64)
 

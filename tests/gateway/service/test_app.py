@@ -33,8 +33,8 @@ from gateway.errors import (
     TritonUnavailable,
     error_classes,
 )
+from gateway.inference import InferenceRequest, Pipeline
 from gateway.openapi import errors_markdown
-from gateway.request import InferenceRequest, Pipeline
 from gateway.schemas import ModelInfo
 from gateway.settings import Settings
 

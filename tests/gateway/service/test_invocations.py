@@ -19,8 +19,8 @@ from gateway.errors import (
     MalformedJSON,
     UnreadableFile,
 )
+from gateway.inference import InferenceRequest, Upload
 from gateway.intake import build_request
-from gateway.request import InferenceRequest, Upload
 from gateway.runner import unless_disconnected
 from gateway.uploads import Form
 

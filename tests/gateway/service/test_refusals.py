@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.body import Pace
 from gateway.refusals import DRAIN_BYTES, UnreadBodyMiddleware
+from gateway.upload_pace import Pace
 
 CHUNK = 64 * 1024
 PACE = Pace(window_s=1.0, min_rate=1024)

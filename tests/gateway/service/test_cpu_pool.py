@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from gateway.workers import CpuPool
+from gateway.cpu_pool import CpuPool
 
 pytestmark = pytest.mark.anyio
 

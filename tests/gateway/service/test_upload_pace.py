@@ -9,8 +9,8 @@ import pytest
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
-from gateway.body import Pace, receive_body
 from gateway.errors import UploadTimeout
+from gateway.upload_pace import Pace, receive_body
 
 pytestmark = pytest.mark.anyio
 
