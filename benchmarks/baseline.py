@@ -35,8 +35,9 @@ from tritonclient.grpc import model_config_pb2
 
 from aicoco import AiImage, ClassificationStrategy, IdGenerator
 from gateway.pipelines import postprocessing as post
-from gateway.pipelines.params import ClassificationOutput, parse_params
+from gateway.pipelines.params import ClassificationOutput
 from gateway.pipelines.preprocessing import to_model_input
+from gateway.pipelines.tasks import parse_params
 from triton_local.ort_runner import create_session, parse_model_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,12 +10,14 @@ import enum
 from typing import TYPE_CHECKING
 
 from gateway.errors import InvalidParameter
+from gateway.pipelines.tasks import answers_of
 from gateway.schemas import ModelInfo
 
 if TYPE_CHECKING:
     from gateway.outputs.producer import Producer
 
 DICOM_MEDIA_TYPE = "application/dicom"
+DICOM_ANSWERS = frozenset({"seg", "sr"})
 
 
 class Output(enum.Enum):
@@ -49,13 +51,14 @@ def requested(output: str | None, accept: str | None) -> Output:
 def resolve(output: Output, model: str, task: str | None) -> Output:
     """SEG or SR for ``dicom``; a SEG of a model that draws no masks is refused, and so is any
     DICOM answer of a tabular or hybrid model (its results are records, not image findings)."""
-    if task is not None and task.startswith(("tabular_", "hybrid_")):
+    answers = answers_of(task)
+    if answers is not None and output.value not in answers and not answers & DICOM_ANSWERS:
         raise InvalidParameter(
             f"'{model}' is a {task} model: its answer is AiCOCO JSON only; drop output= (or ask "
             "for output=aicoco)",
             details={"output": output.value, "model": model, "task": task},
         )
-    segments = task == "segmentation"
+    segments = answers is not None and Output.SEG.value in answers
     if output is Output.DICOM:
         return Output.SEG if segments else Output.SR
     if output is Output.SEG and not segments:

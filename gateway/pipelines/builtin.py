@@ -1,7 +1,8 @@
 """The built-in pipelines: one per task, configured only by the model's ``aicoco.*`` parameters.
 
 Dropping a model folder into the repository is enough to serve it: the catalog reads the config
-from Triton, picks the class for ``aicoco.task`` and checks that the model's tensors are the ones
+from Triton, picks the class :mod:`~gateway.pipelines.tasks` declares for ``aicoco.task`` and
+checks that the model's tensors are the ones
 the contract names (input ``image`` FP32 ``[1, H, W]`` matching ``aicoco.input.size``; outputs
 ``probabilities`` / ``values`` / ``boxes`` + ``scores`` / ``probabilities`` or ``mask``) before
 the first request, so a mismatch is reported as the model's configuration error, not a 500 deep
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, NoReturn, TypeVar
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
 import numpy as np
 
@@ -38,14 +39,13 @@ from gateway.pipelines.base import (
     TritonModel,
 )
 from gateway.pipelines.params import (
+    VECTOR,
     ClassificationOutput,
     DetectionOutput,
     ModelParams,
     OutputSpec,
     RegressionOutput,
     SegmentationOutput,
-    Task,
-    parse_params,
 )
 from gateway.pipelines.preprocessing import to_model_input
 from gateway.readers import ImageSet, read_images
@@ -90,7 +90,6 @@ class BuiltinPipeline(AiCOCOImagePipeline, Generic[S]):
     """Shared stages: read with the gateway's readers, preprocess per ``aicoco.input``, format
     with the task's strategy. ``S`` is the task's output spec (``aicoco.output``)."""
 
-    task: ClassVar[Task]
     strategy: ClassVar[OutputStrategy]
     network: TritonModel
 
@@ -179,30 +178,26 @@ class _VectorPipeline(_WholeStackPipeline[S]):
     """A model that answers one FP32 vector per slice, one value per declared category or
     regression: the shared output checks of classification and regression."""
 
-    vector: ClassVar[str]
-    """The output's name."""
-    declares: ClassVar[Literal["categories", "regressions"]]
-
     def _declared(self) -> int:
-        return len(self.categories if self.declares == "categories" else self.regressions)
+        declares = self.params.declares
+        return len(self.categories if declares == "categories" else self.regressions)
 
     def check_outputs(self, config: ModelConfig) -> None:
-        check_tensor(config, self.vector, "output", "FP32", (self._declared(),))
+        vector = VECTOR[self.params.declares]
+        check_tensor(config, vector, "output", "FP32", (self._declared(),))
 
     def vectors(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
         """``(slices, declared)`` values, or a clear model error."""
-        values = self.output(out, self.vector, 2)
-        self.expect_channels(self.vector, values.shape[1], self.declares, self._declared())
+        vector = VECTOR[self.params.declares]
+        values = self.output(out, vector, 2)
+        self.expect_channels(vector, values.shape[1], self.params.declares, self._declared())
         return values
 
 
 class ClassificationPipeline(_VectorPipeline[ClassificationOutput]):
     """One probability per category per slice; a series is combined (``aggregate``)."""
 
-    task = "classification"
     strategy = ClassificationStrategy()
-    vector = "probabilities"
-    declares = "categories"
 
     def postprocess(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
         spec = self.params.output
@@ -212,10 +207,7 @@ class ClassificationPipeline(_VectorPipeline[ClassificationOutput]):
 class RegressionPipeline(_VectorPipeline[RegressionOutput]):
     """One value per regression per slice; a series is combined (``aggregate``)."""
 
-    task = "regression"
     strategy = RegressionStrategy()
-    vector = "values"
-    declares = "regressions"
 
     def postprocess(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
         spec = self.params.output
@@ -225,7 +217,6 @@ class RegressionPipeline(_VectorPipeline[RegressionOutput]):
 class DetectionPipeline(_WholeStackPipeline[DetectionOutput]):
     """Boxes on one 2D image: threshold, per-class NMS, scaled back to the image."""
 
-    task = "detection"
     strategy = DetectionStrategy()
 
     def check_outputs(self, config: ModelConfig) -> None:
@@ -280,7 +271,6 @@ class SegmentationPipeline(BuiltinPipeline[SegmentationOutput]):
     The volume's float32 maps are never held whole.
     """
 
-    task = "segmentation"
     strategy = SegmentationStrategy()
 
     def check_outputs(self, config: ModelConfig) -> None:
@@ -320,19 +310,6 @@ class SegmentationPipeline(BuiltinPipeline[SegmentationOutput]):
             order=post.index_order(data.slice_images) if out.slices > 1 else None,
         )
         return labels[:, 0] if out.slices == 1 else labels
-
-
-BUILTIN: dict[str, type[BuiltinPipeline[Any]]] = {
-    cls.task: cls
-    for cls in (ClassificationPipeline, RegressionPipeline, DetectionPipeline, SegmentationPipeline)
-}
-
-
-def builtin_pipeline(binding: PipelineBinding) -> BuiltinPipeline[Any]:
-    """The built-in pipeline for the model's ``aicoco.task``, checked against its tensors; the
-    parameters are parsed here, once, and given to it."""
-    params = parse_params(binding.model_name, binding.config.parameters)
-    return BUILTIN[params.task](binding, params)
 
 
 def _check_input(config: ModelConfig, params: ModelParams[OutputSpec]) -> None:

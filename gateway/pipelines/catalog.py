@@ -27,16 +27,11 @@ from pydantic import BaseModel
 from gateway.cpu_pool import CpuPool
 from gateway.errors import ApiError, InternalError, InvalidModelConfig
 from gateway.inference import Pipeline
+from gateway.pipelines import tasks
 from gateway.pipelines.base import AiCOCOImagePipeline, PipelineBinding, binding_scope
-from gateway.pipelines.builtin import builtin_pipeline
 from gateway.pipelines.hybrid import HybridPipeline
-from gateway.pipelines.params import (
-    TABLE_TASKS,
-    declared_task,
-    has_aicoco_parameters,
-    parse_table_params,
-)
-from gateway.pipelines.tabular import TABULAR, TabularPipeline
+from gateway.pipelines.params import has_aicoco_parameters
+from gateway.pipelines.tabular import TabularPipeline
 from gateway.readers import ReadLimits
 from gateway.readers.tables import TableLimits
 from gateway.records import RecordsStore
@@ -112,9 +107,7 @@ class ModelCatalog:
                     "aicoco.input (see the README) or name a pipeline class for it",
                     details={"model": name},
                 )
-            if declared_task(config.parameters) in TABLE_TASKS:
-                return table_pipeline(binding)
-            return builtin_pipeline(binding)
+            return tasks.build(binding)
         try:
             with binding_scope(binding):
                 instance: Pipeline = custom()
@@ -174,14 +167,6 @@ class ModelCatalog:
             return None
         task = config.parameters.get("aicoco.task", "").strip()
         return task or None
-
-
-def table_pipeline(binding: PipelineBinding) -> Pipeline:
-    """The built-in pipeline of a tabular or hybrid model, checked against its tensors."""
-    params = parse_table_params(binding.model_name, binding.config.parameters)
-    if params.task in TABULAR:
-        return TABULAR[params.task](binding, params)
-    return HybridPipeline(binding, params)
 
 
 def load_pipeline_class(model: str, target: str) -> type[Any]:

@@ -13,7 +13,6 @@ image), and every uploaded file is an image or a table that some entry names.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 
 import numpy as np
 
@@ -33,9 +32,10 @@ from gateway.errors import (
     WrongInputKind,
 )
 from gateway.inference import InferenceRequest
+from gateway.pipelines import postprocessing as post
 from gateway.pipelines.base import PipelineBinding, TritonModel
 from gateway.pipelines.builtin import check_batched, check_no_other_inputs, check_tensor
-from gateway.pipelines.params import ClassificationOutput, RegressionOutput, TableParams
+from gateway.pipelines.params import VECTOR, ClassificationOutput, RegressionOutput, TableParams
 from gateway.pipelines.preprocessing import to_model_input
 from gateway.pipelines.tabular import FEATURES, IMAGE, parse_meta
 from gateway.readers import read_images
@@ -43,18 +43,13 @@ from gateway.readers.tables import read_table
 
 
 class HybridPipeline:
-    vectors: ClassVar[dict[str, str]] = {
-        "hybrid_classification": "probabilities",
-        "hybrid_regression": "values",
-    }
-
     def __init__(self, binding: PipelineBinding, params: TableParams) -> None:
         assert params.input is not None
         self.binding = binding
         self.params = params
         self.input = params.input
         self.task = params.task
-        self.vector = self.vectors[params.task]
+        self.vector = VECTOR[params.declares]
         self.network = TritonModel(binding.model_name, client=binding.triton)
         self.categories: list[CategorySpec] = list(params.categories)
         self.regressions: list[RegressionSpec] = list(params.regressions)
@@ -92,20 +87,20 @@ class HybridPipeline:
                 details={"model": self.model_name},
             )
         for entry, row in zip(entries, values, strict=True):
-            if self.task == "hybrid_classification":
+            if self.params.declares == "categories":
                 spec = self.params.output
                 assert isinstance(spec, ClassificationOutput)
+                found = post.positive(row, spec.threshold)
                 entry.category_ids = [
-                    c.id for c, p in zip(categories, row, strict=False) if p >= spec.threshold
+                    c.id for c, hit in zip(categories, found, strict=False) if hit
                 ]
             else:
                 spec_r = self.params.output
                 assert isinstance(spec_r, RegressionOutput)
+                values = post.reported(row, spec_r.scale, spec_r.offset)
                 entry.regressions = [
-                    AiRegressionItem(
-                        regression_id=r.id, value=float(v) * spec_r.scale + spec_r.offset
-                    )
-                    for r, v in zip(regressions, row, strict=False)
+                    AiRegressionItem(regression_id=r.id, value=float(v))
+                    for r, v in zip(regressions, values, strict=False)
                 ]
         return AiCOCOHybridOutput(
             images=sorted(entries, key=lambda image: image.index),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, Literal, NoReturn, TypeVar, cast
+from typing import Annotated, Any, Generic, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -21,16 +21,12 @@ from aicoco import CategorySpec, RegressionSpec
 from gateway.errors import InvalidModelConfig
 from gateway.readers.tables import Column, ColumnType
 
-Task = Literal["classification", "regression", "detection", "segmentation"]
-TableTask = Literal[
-    "tabular_classification", "tabular_regression", "hybrid_classification", "hybrid_regression"
-]
-TABLE_TASKS: tuple[TableTask, ...] = (
-    "tabular_classification",
-    "tabular_regression",
-    "hybrid_classification",
-    "hybrid_regression",
-)
+Reads = Literal["image", "table", "image+table"]
+"""What a task's model takes: ``aicoco.input`` for an image, ``aicoco.table`` for a table."""
+Declares = Literal["categories", "regressions"]
+"""What a task's model must declare at least one of; its output vector is named for it."""
+VECTOR: dict[str, str] = {"categories": "probabilities", "regressions": "values"}
+"""The output tensor of a model that answers one value per category or regression."""
 
 PREFIX = "aicoco."
 TASK = "aicoco.task"
@@ -45,11 +41,14 @@ UnitInterval = Annotated[float, Field(ge=0.0, le=1.0)]
 """A threshold on a probability, a score or an overlap: a number in [0, 1]."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A parameter's model: unknown keys refused (a misspelt key must not fall back to its
+    default), values frozen. A new task's ``aicoco.output`` model subclasses it."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class InputSpec(_Strict):
+class InputSpec(StrictModel):
     """How files become the ``image`` tensor ``[N, 1, H, W]`` FP32."""
 
     size: tuple[Annotated[int, Field(ge=1, le=16384)], Annotated[int, Field(ge=1, le=16384)]]
@@ -59,26 +58,26 @@ class InputSpec(_Strict):
     dims: Literal[2, 3] = 2
 
 
-class ClassificationOutput(_Strict):
+class ClassificationOutput(StrictModel):
     threshold: UnitInterval = 0.5
     aggregate: Literal["max", "mean"] = "max"
     """How per-slice probabilities of a series combine before the threshold."""
 
 
-class RegressionOutput(_Strict):
+class RegressionOutput(StrictModel):
     scale: float = 1.0
     offset: float = 0.0
     aggregate: Literal["mean", "median", "max", "min"] = "mean"
     """How per-slice values of a series combine into the series' value."""
 
 
-class DetectionOutput(_Strict):
+class DetectionOutput(StrictModel):
     score_threshold: UnitInterval = 0.5
     iou_threshold: UnitInterval = 0.5
     max_detections: Annotated[int, Field(ge=1)] = 100
 
 
-class SegmentationOutput(_Strict):
+class SegmentationOutput(StrictModel):
     threshold: UnitInterval = 0.5
     instances: bool = False
 
@@ -89,12 +88,12 @@ def _no_repeats(names: list[str], what: str) -> None:
         raise ValueError(f"duplicate {what} {repeated}")
 
 
-class ColumnSpec(_Strict):
+class ColumnSpec(StrictModel):
     name: Annotated[str, Field(min_length=1)]
     dtype: ColumnType = "float"
 
 
-class TableSpec(_Strict):
+class TableSpec(StrictModel):
     """The table a tabular or hybrid model takes: ``features`` FP32 ``[window_size, columns]``
     per record (tabular) or per image (hybrid), columns in this order."""
 
@@ -111,26 +110,30 @@ class TableSpec(_Strict):
         return tuple(Column(column.name, column.dtype) for column in self.columns)
 
 
-class TabularClassificationOutput(_Strict):
+class TabularClassificationOutput(StrictModel):
     threshold: UnitInterval = 0.5
     mode: Literal["threshold", "argmax"] = "threshold"
     """``argmax``: exactly one category per record (multiclass, one-hot); ``threshold``: each
     category whose probability reaches it (binary, multilabel)."""
 
 
-class TabularRegressionOutput(_Strict):
+class TabularRegressionOutput(StrictModel):
     scale: float = 1.0
     offset: float = 0.0
 
 
 OutputSpec = ClassificationOutput | RegressionOutput | DetectionOutput | SegmentationOutput
 
-_OUTPUTS: dict[str, type[OutputSpec]] = {
-    "classification": ClassificationOutput,
-    "regression": RegressionOutput,
-    "detection": DetectionOutput,
-    "segmentation": SegmentationOutput,
-}
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The parameters' side of a task (:mod:`gateway.pipelines.tasks` declares each once)."""
+
+    name: str
+    reads: Reads
+    output: type[StrictModel]
+    """The model of its ``aicoco.output``."""
+    declares: Declares
 
 
 class _CategoryList(BaseModel):
@@ -155,7 +158,8 @@ class ModelParams(Generic[S]):
     """Everything a built-in pipeline needs to know about its model, from its config alone;
     ``output`` is the task's own spec."""
 
-    task: Task
+    task: str
+    declares: Declares
     categories: tuple[CategorySpec, ...]
     regressions: tuple[RegressionSpec, ...]
     input: InputSpec
@@ -166,52 +170,16 @@ def has_aicoco_parameters(parameters: Mapping[str, str]) -> bool:
     return any(key.startswith(PREFIX) for key in parameters)
 
 
-def parse_params(model: str, parameters: Mapping[str, str]) -> ModelParams[OutputSpec]:
-    """Validate the ``aicoco.*`` entries; other parameters (the backend's) are left alone."""
-    unknown = sorted(k for k in parameters if k.startswith(PREFIX) and k not in KNOWN)
-    if unknown:
-        _fail(model, unknown[0], f"unknown parameter; the known ones are {', '.join(KNOWN)}")
-    raw_task = declared_task(parameters)
-    if raw_task not in _OUTPUTS:
-        tasks = ", ".join((*_OUTPUTS, *TABLE_TASKS))
-        _fail(model, TASK, f"must be one of {tasks}, got {raw_task!r}")
-    if TABLE in parameters:
-        _fail(model, TABLE, f"is for tabular and hybrid models; a {raw_task} model reads images")
-    task = cast(Task, raw_task)
-    categories = tuple(
-        _validate(model, CATEGORIES, _CategoryList, _json(model, parameters, CATEGORIES, []))
-    )
-    regressions = tuple(
-        _validate(model, REGRESSIONS, _RegressionList, _json(model, parameters, REGRESSIONS, []))
-    )
-    if task in ("classification", "detection", "segmentation") and not categories:
-        _fail(model, CATEGORIES, f"a {task} model needs at least one category")
-    if task == "regression" and not regressions:
-        _fail(model, REGRESSIONS, "a regression model needs at least one regression")
-    if INPUT not in parameters:
-        _fail(model, INPUT, 'is required, e.g. {"size": [256, 256], "scale": "dtype"}')
-    input_spec = _model(model, INPUT, InputSpec, _json(model, parameters, INPUT, {}))
-    output_spec = _model(model, OUTPUT, _OUTPUTS[task], _json(model, parameters, OUTPUT, {}))
-    return ModelParams(task, categories, regressions, input_spec, output_spec)
-
-
-_TABLE_OUTPUTS: dict[str, type[_Strict]] = {
-    "tabular_classification": TabularClassificationOutput,
-    "tabular_regression": TabularRegressionOutput,
-    "hybrid_classification": ClassificationOutput,
-    "hybrid_regression": RegressionOutput,
-}
-
-
 @dataclass(frozen=True)
 class TableParams:
     """A tabular or hybrid model's parameters; ``input`` (the image) only for hybrid ones."""
 
-    task: TableTask
+    task: str
+    declares: Declares
     categories: tuple[CategorySpec, ...]
     regressions: tuple[RegressionSpec, ...]
     table: TableSpec
-    output: _Strict
+    output: StrictModel
     input: InputSpec | None
 
 
@@ -219,35 +187,43 @@ def declared_task(parameters: Mapping[str, str]) -> str:
     return parameters.get(TASK, "").strip()
 
 
-def parse_table_params(model: str, parameters: Mapping[str, str]) -> TableParams:
-    """The ``aicoco.*`` entries of a tabular (``aicoco.table``) or hybrid (``aicoco.table`` and
-    ``aicoco.input``) model."""
+def parse(
+    model: str, parameters: Mapping[str, str], task: TaskSpec
+) -> ModelParams[Any] | TableParams:
+    """Validate the ``aicoco.*`` entries of a model of ``task``: :class:`ModelParams` for an
+    image model, :class:`TableParams` for a tabular or hybrid one. Other parameters (the
+    backend's) are left alone."""
     unknown = sorted(k for k in parameters if k.startswith(PREFIX) and k not in KNOWN)
     if unknown:
         _fail(model, unknown[0], f"unknown parameter; the known ones are {', '.join(KNOWN)}")
-    task = cast(TableTask, declared_task(parameters))
     categories = tuple(
         _validate(model, CATEGORIES, _CategoryList, _json(model, parameters, CATEGORIES, []))
     )
     regressions = tuple(
         _validate(model, REGRESSIONS, _RegressionList, _json(model, parameters, REGRESSIONS, []))
     )
-    if task.endswith("classification") and not categories:
-        _fail(model, CATEGORIES, f"a {task} model needs at least one category")
-    if task.endswith("regression") and not regressions:
-        _fail(model, REGRESSIONS, f"a {task} model needs at least one regression")
+    if task.declares == "categories" and not categories:
+        _fail(model, CATEGORIES, f"a {task.name} model needs at least one category")
+    if task.declares == "regressions" and not regressions:
+        _fail(model, REGRESSIONS, f"a {task.name} model needs at least one regression")
+    image = "image" in task.reads
+    if TABLE in parameters and "table" not in task.reads:
+        _fail(model, TABLE, f"is for tabular and hybrid models; a {task.name} model reads images")
+    if INPUT in parameters and not image:
+        _fail(model, INPUT, f"is for image models; a {task.name} model reads only its table")
+    input_spec = None
+    if image:
+        if INPUT not in parameters:
+            _fail(model, INPUT, 'is required, e.g. {"size": [256, 256], "scale": "dtype"}')
+        input_spec = _model(model, INPUT, InputSpec, _json(model, parameters, INPUT, {}))
+    output = _model(model, OUTPUT, task.output, _json(model, parameters, OUTPUT, {}))
+    if "table" not in task.reads:
+        assert input_spec is not None
+        return ModelParams(task.name, task.declares, categories, regressions, input_spec, output)
     if TABLE not in parameters:
         _fail(model, TABLE, 'is required, e.g. {"columns": [{"name": "age"}], "window_size": 1}')
     table = _model(model, TABLE, TableSpec, _json(model, parameters, TABLE, {}))
-    input_spec = None
-    if task.startswith("hybrid"):
-        if INPUT not in parameters:
-            _fail(model, INPUT, 'is required, e.g. {"size": [64, 64], "scale": "dtype"}')
-        input_spec = _model(model, INPUT, InputSpec, _json(model, parameters, INPUT, {}))
-    elif INPUT in parameters:
-        _fail(model, INPUT, f"is for image models; a {task} model reads only its table")
-    output = _model(model, OUTPUT, _TABLE_OUTPUTS[task], _json(model, parameters, OUTPUT, {}))
-    return TableParams(task, categories, regressions, table, output, input_spec)
+    return TableParams(task.name, task.declares, categories, regressions, table, output, input_spec)
 
 
 def _json(model: str, parameters: Mapping[str, str], key: str, default: Any) -> Any:
@@ -271,7 +247,7 @@ def _validate(
         _fail(model, key, f"is invalid: {_explain(exc)}")
 
 
-M = TypeVar("M", bound=_Strict)
+M = TypeVar("M", bound=StrictModel)
 
 
 def _model(model: str, key: str, kind: type[M], value: Any) -> M:

@@ -57,18 +57,28 @@ def aggregate(values: np.ndarray, how: Aggregate) -> npt.NDArray[np.float64]:
     return result
 
 
+def positive(probabilities: np.ndarray, threshold: float) -> npt.NDArray[np.bool_]:
+    """The decision of every classifier here: a category is found at ``threshold`` or above."""
+    return np.asarray(probabilities >= threshold)
+
+
+def reported(values: np.ndarray, scale: float, offset: float) -> npt.NDArray[np.float64]:
+    """The value every regressor here reports: the model's, times ``scale``, plus ``offset``."""
+    return np.asarray(values, dtype=np.float64) * scale + offset
+
+
 def classify(
     probabilities: np.ndarray, threshold: float, how: Literal["max", "mean"]
 ) -> npt.NDArray[np.uint8]:
     """``(Z, C)`` probabilities -> ``(C,)`` 0/1."""
-    return (aggregate(probabilities, how) >= threshold).astype(np.uint8)
+    return positive(aggregate(probabilities, how), threshold).astype(np.uint8)
 
 
 def regress(
     values: np.ndarray, scale: float, offset: float, how: Aggregate
 ) -> npt.NDArray[np.float64]:
     """``(Z, R)`` values -> ``(R,)``."""
-    return aggregate(values, how) * scale + offset
+    return reported(aggregate(values, how), scale, offset)
 
 
 def box_iou(box: np.ndarray, others: np.ndarray) -> npt.NDArray[np.float64]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Mapping
-from typing import Any, ClassVar, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -32,9 +32,11 @@ from gateway.errors import (
     WrongInputKind,
 )
 from gateway.inference import InferenceRequest
+from gateway.pipelines import postprocessing as post
 from gateway.pipelines.base import PipelineBinding, TritonModel
 from gateway.pipelines.builtin import check_batched, check_no_other_inputs, check_tensor
 from gateway.pipelines.params import (
+    VECTOR,
     TableParams,
     TabularClassificationOutput,
     TabularRegressionOutput,
@@ -50,12 +52,11 @@ class TabularPipeline(abc.ABC):
     """Shared by both tasks: read, window, infer, write records. Subclasses turn one batch of
     model outputs into the array :class:`~aicoco.tables.RecordBuilder` takes."""
 
-    task: ClassVar[str]
-    vector: ClassVar[str]
-
     def __init__(self, binding: PipelineBinding, params: TableParams) -> None:
         self.binding = binding
         self.params = params
+        self.task = params.task
+        self.vector = VECTOR[params.declares]
         self.records = binding.records
         self.network = TritonModel(binding.model_name, client=binding.triton)
         self.categories: list[CategorySpec] = list(params.categories)
@@ -186,9 +187,6 @@ class TabularPipeline(abc.ABC):
 
 
 class TabularClassificationPipeline(TabularPipeline):
-    task = "tabular_classification"
-    vector = "probabilities"
-
     def decide(self, values: np.ndarray) -> np.ndarray:
         spec = self.params.output
         assert isinstance(spec, TabularClassificationOutput)
@@ -196,17 +194,14 @@ class TabularClassificationPipeline(TabularPipeline):
             hits = np.zeros(values.shape, dtype=bool)
             hits[np.arange(len(values)), values.argmax(axis=1)] = True
             return hits
-        return values >= spec.threshold
+        return post.positive(values, spec.threshold)
 
 
 class TabularRegressionPipeline(TabularPipeline):
-    task = "tabular_regression"
-    vector = "values"
-
     def decide(self, values: np.ndarray) -> np.ndarray:
         spec = self.params.output
         assert isinstance(spec, TabularRegressionOutput)
-        return values.astype(np.float64) * spec.scale + spec.offset
+        return post.reported(values, spec.scale, spec.offset)
 
 
 def table_meta(raw: Any) -> AiTableMeta:
@@ -232,8 +227,3 @@ def parse_meta(kind: type[M], raw: Any, hint: str = "") -> M:
         raise InvalidAiCOCO(
             f"invalid meta: {where or 'meta'}: {error['msg']}{hint}", details={"field": "meta"}
         ) from None
-
-
-TABULAR: dict[str, type[TabularPipeline]] = {
-    cls.task: cls for cls in (TabularClassificationPipeline, TabularRegressionPipeline)
-}

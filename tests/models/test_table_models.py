@@ -12,7 +12,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from gateway.pipelines.params import TabularClassificationOutput, parse_table_params
+from gateway.pipelines.params import TabularClassificationOutput
+from gateway.pipelines.tasks import parse_table_params
 from training.table_cards import TABLE_CARDS, render_table_config, render_table_readme
 from training.tables import housing_table, wine_table
 

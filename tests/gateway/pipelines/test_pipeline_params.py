@@ -13,8 +13,8 @@ from gateway.pipelines.params import (
     RegressionOutput,
     SegmentationOutput,
     has_aicoco_parameters,
-    parse_params,
 )
+from gateway.pipelines.tasks import parse_params
 
 
 def parameters(**overrides: object) -> dict[str, str]:

@@ -7,11 +7,8 @@ import json
 import pytest
 
 from gateway.errors import InvalidModelConfig
-from gateway.pipelines.params import (
-    TabularClassificationOutput,
-    parse_params,
-    parse_table_params,
-)
+from gateway.pipelines.params import TabularClassificationOutput
+from gateway.pipelines.tasks import parse_params, parse_table_params
 
 TABLE = json.dumps({"columns": [{"name": "age", "dtype": "int"}, {"name": "bmi"}]})
 IMAGE = json.dumps({"size": [64, 64]})
