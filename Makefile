@@ -35,9 +35,10 @@ serve: $(STAMP) ## Start the gateway alone against TRITON_URL
 triton: $(STAMP) ## Start local Triton alone on model_repository/
 	$(PY) -m triton_local
 
-packages: ## System programs the tests drive (Chromium, Orthanc, dciodvfy), installed when missing and possible
+packages: ## System programs the tests drive (Chromium, Orthanc, dciodvfy, jemalloc for the soak), installed when missing and possible
 	@scripts/ensure-debian-packages chromium=chromium dciodvfy=dicom3tools Orthanc=orthanc \
-		$(ORTHANC_PLUGINS)/libOrthancDicomWeb.so=orthanc-dicomweb
+		$(ORTHANC_PLUGINS)/libOrthancDicomWeb.so=orthanc-dicomweb \
+		/usr/lib/$(shell uname -m)-linux-gnu/libjemalloc.so.2=libjemalloc2
 
 test: $(STAMP) packages check ## Lint, type-check and run every test (starts a real local Triton)
 	$(PY) -m pytest
@@ -66,7 +67,7 @@ bench: $(STAMP) ## Benchmarks: aicoco formatting and the gateway against local T
 	$(PY) -m benchmarks
 
 MINUTES ?= 60
-soak: $(STAMP) ## MINUTES (default 60) of mixed traffic at twice MAX_IN_FLIGHT, every process sampled
+soak: $(STAMP) packages ## MINUTES (default 60) of mixed traffic at twice MAX_IN_FLIGHT, every process sampled
 	$(PY) -m benchmarks soak --minutes $(MINUTES)
 
 fuzz: $(STAMP) ## 10,000 mutated DICOM, NIfTI, PNG and JPEG files through the readers

@@ -24,7 +24,9 @@ What it shows, and why each part is there:
 - The slow-client check before the load: the classifier's p95 alone, then with eight 1 KB/s
   uploaders connected, and the ratio of the two.
 
-``--samples FILE`` writes every sample as CSV, for a closer look at what grew.
+``--samples FILE`` writes every sample as CSV, for a closer look at what grew. The processes run
+as they do in production: the gateway with the image's ``GLIBC_TUNABLES`` (read from its
+Dockerfile), Triton on jemalloc as compose runs it (when Debian's ``libjemalloc2`` is installed).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import contextlib
 import csv
 import json
 import os
+import shlex
 import socket
 import tempfile
 import threading
@@ -50,6 +53,7 @@ import numpy as np
 
 from benchmarks.gateway_bench import gateway_process, local_triton, status_kib
 from benchmarks.tables_bench import write_table
+from tests.compose.test_gateway_image import read_dockerfile, stages
 from tests.factories import chest_png, make_ct_series, phantom_hu
 from training.phantoms import phantom_slice
 from triton_local import LocalTriton
@@ -79,6 +83,10 @@ SETTINGS = {
 it past its bounds many times over."""
 STATUS_FIELDS = {"rss": "VmRSS", "anon": "RssAnon", "shmem": "RssShmem", "file": "RssFile"}
 TIMEOUT_S = 300.0
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+"""Debian's jemalloc (``make packages`` installs it): Triton runs on it in compose."""
+IMAGE_VARIABLES = ("GLIBC_TUNABLES",)
+"""What the gateway image sets for the process beyond its settings: the soak runs it so too."""
 
 Send = Callable[[httpx.Client, str], int]
 
@@ -479,6 +487,19 @@ def triton_running(triton: LocalTriton, preload: str | None) -> Iterator[None]:
         triton.stop()
 
 
+def image_environment() -> dict[str, str]:
+    """:data:`IMAGE_VARIABLES` as the gateway image's runtime stage sets them."""
+    runtime = stages(read_dockerfile())[-1]
+    found = {}
+    for keyword, arguments in runtime:
+        if keyword == "ENV":
+            for pair in shlex.split(arguments):
+                name, _, value = pair.partition("=")
+                if name in IMAGE_VARIABLES:
+                    found[name] = value
+    return found
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks soak")
     parser.add_argument("--minutes", type=float, default=60.0)
@@ -487,17 +508,29 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--triton-preload",
         metavar="LIBRARY",
-        help="LD_PRELOAD for Triton and its stubs alone, e.g. another malloc (jemalloc, tcmalloc)",
+        default=JEMALLOC if Path(JEMALLOC).is_file() else None,
+        help="LD_PRELOAD for Triton and its stubs alone (default: jemalloc, as compose runs "
+        "Triton, when installed; 'none' for glibc's malloc)",
+    )
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the gateway alone, e.g. a malloc tunable (repeatable)",
     )
     args = parser.parse_args(argv)
+    preload = None if args.triton_preload in (None, "none") else args.triton_preload
+    extra = {**image_environment(), **dict(pair.split("=", 1) for pair in args.gateway_env)}
+    print(f"triton malloc: {preload or 'glibc'}; gateway environment: {extra}", flush=True)
     with tempfile.TemporaryDirectory(prefix="gateway-soak-") as tmp:
         workdir = Path(tmp)
         upload_dir, records_dir = workdir / "uploads", workdir / "records"
         upload_dir.mkdir()
-        settings = {**SETTINGS, "RECORDS_DIR": str(records_dir)}
+        settings = {**SETTINGS, "RECORDS_DIR": str(records_dir), **extra}
         triton = local_triton(workdir)
         with (
-            triton_running(triton, args.triton_preload),
+            triton_running(triton, preload),
             gateway_process(triton.grpc_url, upload_dir, settings) as (url, pid),
         ):
             assert triton.pid is not None

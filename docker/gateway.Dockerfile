@@ -53,9 +53,14 @@ COPY docker/healthcheck.py /opt/gateway/healthcheck.py
 
 # The .pyc files were compiled at install time: nothing needs writing at run time, so the root
 # filesystem can be mounted read-only (compose.yaml does).
+# GLIBC_TUNABLES: a fixed mmap threshold, so that freed pixel arrays go back to the system
+# instead of staying in the heap, and two malloc arenas instead of eight per core. Measured by
+# `make soak` (docs/operations.md): the gateway's memory flat instead of growing 8 MiB per
+# 10 minutes, and about 45 % smaller.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072:glibc.malloc.arena_max=2 \
     PORT=9111 \
     HOST=0.0.0.0
 
