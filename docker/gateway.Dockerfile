@@ -55,8 +55,7 @@ COPY docker/healthcheck.py /opt/gateway/healthcheck.py
 # filesystem can be mounted read-only (compose.yaml does).
 # GLIBC_TUNABLES: a fixed mmap threshold, so that freed pixel arrays go back to the system
 # instead of staying in the heap, and two malloc arenas instead of eight per core. Measured by
-# `make soak` (docs/operations.md): the gateway's memory flat instead of growing 8 MiB per
-# 10 minutes, and about 45 % smaller.
+# `make soak` (docs/operations.md): about 45 % less memory, and most of its growth gone.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
