@@ -178,19 +178,22 @@ class _VectorPipeline(_WholeStackPipeline[S]):
     """A model that answers one FP32 vector per slice, one value per declared category or
     regression: the shared output checks of classification and regression."""
 
+    @property
+    def vector(self) -> str:
+        """The output's name, which follows what the model declares."""
+        return VECTOR[self.params.declares]
+
     def _declared(self) -> int:
         declares = self.params.declares
         return len(self.categories if declares == "categories" else self.regressions)
 
     def check_outputs(self, config: ModelConfig) -> None:
-        vector = VECTOR[self.params.declares]
-        check_tensor(config, vector, "output", "FP32", (self._declared(),))
+        check_tensor(config, self.vector, "output", "FP32", (self._declared(),))
 
     def vectors(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
         """``(slices, declared)`` values, or a clear model error."""
-        vector = VECTOR[self.params.declares]
-        values = self.output(out, vector, 2)
-        self.expect_channels(vector, values.shape[1], self.params.declares, self._declared())
+        values = self.output(out, self.vector, 2)
+        self.expect_channels(self.vector, values.shape[1], self.params.declares, self._declared())
         return values
 
 

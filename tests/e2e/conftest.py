@@ -256,3 +256,13 @@ def pacs_http(
     url, _ = start_gateway(triton.grpc_url, env)
     with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
         yield client
+
+
+def dicom_form(paths: list[Path]) -> dict[str, object]:
+    """httpx arguments posting DICOM files as FLaVor's clients do: one ``files`` part and one
+    ``images`` entry each, ``index`` in the order given."""
+    images = [{"id": f"image-{k}", "file_name": p.name, "index": k} for k, p in enumerate(paths)]
+    return {
+        "files": [("files", (p.name, p.read_bytes(), "application/dicom")) for p in paths],
+        "data": {"images": json.dumps(images)},
+    }

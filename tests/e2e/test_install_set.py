@@ -17,7 +17,6 @@ this one (the image's is the same minor version), and pip may use its cache
 from __future__ import annotations
 
 import io
-import json
 import os
 import shlex
 import shutil
@@ -32,7 +31,14 @@ import pydicom
 import pytest
 
 from tests.compose.test_gateway_image import DOCKERFILE, read_dockerfile, stages
-from tests.e2e.conftest import PASSWORD, REPOSITORY_ROOT, USER, GatewayProcess, Orthanc
+from tests.e2e.conftest import (
+    PASSWORD,
+    REPOSITORY_ROOT,
+    USER,
+    GatewayProcess,
+    Orthanc,
+    dicom_form,
+)
 from tests.factories import make_ct_series
 from training.phantoms import phantom_slice
 from triton_local import LocalTriton
@@ -151,16 +157,8 @@ def test_the_image_install_set_holds_no_source_checkout(image_venv: Path) -> Non
     assert shutil.which("pytest", path=str(image_venv / "bin")) is None, "dev tools installed"
 
 
-def form(paths: list[Path]) -> dict[str, object]:
-    images = [{"id": f"image-{k}", "file_name": p.name, "index": k} for k, p in enumerate(paths)]
-    return {
-        "files": [("files", (path.name, path.read_bytes(), "application/dicom")) for path in paths],
-        "data": {"images": json.dumps(images)},
-    }
-
-
 def test_invocations(gateway: httpx.Client, ct_slice: list[Path]) -> None:
-    answer = gateway.post("/invocations", **form(ct_slice))  # type: ignore[arg-type]
+    answer = gateway.post("/invocations", **dicom_form(ct_slice))  # type: ignore[arg-type]
     assert answer.status_code == 200, answer.text
     assert answer.json()["images"][0]["file_name"] == ct_slice[0].name
 
@@ -169,7 +167,7 @@ def test_output_seg(gateway: httpx.Client, ct_slice: list[Path]) -> None:
     answer = gateway.post(
         "/models/lung_segmenter/invocations",
         params={"output": "seg"},
-        **form(ct_slice),  # type: ignore[arg-type]
+        **dicom_form(ct_slice),  # type: ignore[arg-type]
     )
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"] == "application/dicom"

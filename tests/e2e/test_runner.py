@@ -8,7 +8,6 @@ observer, so none of its stages reached ``gateway_stage_duration_seconds``.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.e2e.conftest import Orthanc
+from tests.e2e.conftest import Orthanc, dicom_form
 from tests.factories import make_ct_series
 from training.phantoms import phantom_slice
 
@@ -41,14 +40,6 @@ def ct_slice(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     )
 
 
-def form(paths: list[Path]) -> dict[str, object]:
-    images = [{"id": f"image-{k}", "file_name": p.name, "index": k} for k, p in enumerate(paths)]
-    return {
-        "files": [("files", (p.name, p.read_bytes(), "application/dicom")) for p in paths],
-        "data": {"images": json.dumps(images)},
-    }
-
-
 def stage_counts(http: httpx.Client, model: str) -> dict[str, float]:
     """``stage -> count`` of the stage histogram for one ``model`` label."""
     counts = {}
@@ -62,7 +53,7 @@ def stage_counts(http: httpx.Client, model: str) -> dict[str, float]:
 
 
 def test_invocations_record_every_stage(http: httpx.Client, ct_slice: list[Path]) -> None:
-    answer = http.post("/models/lesion_classifier/invocations", **form(ct_slice))  # type: ignore[arg-type]
+    answer = http.post("/models/lesion_classifier/invocations", **dicom_form(ct_slice))  # type: ignore[arg-type]
     assert answer.status_code == 200, answer.text
     counts = stage_counts(http, "lesion_classifier")
     assert set(counts) == MODEL_STAGES and min(counts.values()) >= 1, counts
@@ -82,7 +73,7 @@ def test_the_dicomweb_route_records_every_stage(
 
 
 def test_the_viewer_render_records_its_stages(http: httpx.Client, ct_slice: list[Path]) -> None:
-    answer = http.post("/viewer/render", **form(ct_slice))  # type: ignore[arg-type]
+    answer = http.post("/viewer/render", **dicom_form(ct_slice))  # type: ignore[arg-type]
     assert answer.status_code == 200, answer.text
     counts = stage_counts(http, "viewer/render")
     assert set(counts) == {"parse", "read", "format"} and min(counts.values()) >= 1, counts
