@@ -1,4 +1,5 @@
-"""The app factory: routes, the request-context middleware, error rendering and the lifespan.
+"""The app factory: the routes of :mod:`gateway.routes`, the request-context middleware, error
+rendering and the lifespan.
 
 One ``TritonClient`` per app, over a :class:`~gateway.triton.TritonPool` (one gRPC channel
 per Triton), created in the lifespan inside the running loop and shared by every request. Tests
@@ -19,27 +20,22 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import viewer
 from gateway.admission import InferenceQueue, UploadGate
-from gateway.artifacts import artifact
-from gateway.auth import AUDIT, protected
+from gateway.auth import AUDIT
 from gateway.cpu_pool import CpuPool
 from gateway.dicomweb.client import DicomwebClient
-from gateway.dicomweb.route import invoke_from_pacs
-from gateway.errors import ApiError, InternalError, MethodNotAllowed, ModelNotFound, RouteNotFound
-from gateway.invocations import invoke
+from gateway.errors import ApiError, InternalError, MethodNotAllowed, RouteNotFound
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
-from gateway.openapi import openapi_document, render_docs
+from gateway.openapi import openapi_document
 from gateway.pipelines.catalog import Factories, ModelCatalog
 from gateway.records import RecordsStore
 from gateway.refusals import CLOSE_CONNECTION, UnreadBodyMiddleware
-from gateway.schemas import Liveness, ModelList, Readiness
-from gateway.service import Catalog, Service, TritonHealth, service_of
+from gateway.routes import endpoints
+from gateway.service import Catalog, Service, TritonHealth
 from gateway.settings import Settings
 from gateway.triton import TritonClient, TritonPool
 from gateway.upload_pace import Pace
@@ -48,12 +44,8 @@ logger = logging.getLogger("gateway")
 access_logger = logging.getLogger("gateway.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
-READY_TIMEOUT_S = 5.0
-"""A readiness probe answers within this, even when Triton hangs."""
 WARM_UP_TIMEOUT_S = 30.0
 _VALID_REQUEST_ID = re.compile(r"^[\x20-\x7e]{1,128}$")
-_PROBE_ROUTES = frozenset({"/ping", "/health/live", "/health/ready", "/metrics"})
-"""Polled every few seconds by orchestrators: their successful access lines are DEBUG."""
 
 
 def create_app(
@@ -71,6 +63,7 @@ def create_app(
     # What the middleware needs exists before the lifespan; the rest is made by it.
     metrics = Metrics()
     pace = Pace(settings.upload_idle_timeout_s, settings.upload_min_rate)
+    served = endpoints(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Service]]:
@@ -96,7 +89,7 @@ def create_app(
                 cpu=cpu,
                 catalog=models,
                 triton=health,
-                openapi=openapi_document(settings),
+                openapi=openapi_document(settings, served),
                 records=records,
                 pacs=pacs,
             )
@@ -112,29 +105,13 @@ def create_app(
                 if pacs is not None:
                     await pacs.close()
 
-    routes = [
-        # protected(): the routes that take or return patient data need an API key, if any.
-        Route("/invocations", protected(invoke), methods=["POST"]),
-        Route("/invocations/artifacts/{name}", protected(artifact), methods=["GET"]),
-        Route("/models/{name}/invocations", protected(invoke), methods=["POST"]),
-        Route("/dicomweb/invocations", protected(invoke_from_pacs), methods=["POST"]),
-        Route("/models/{name}/dicomweb/invocations", protected(invoke_from_pacs), methods=["POST"]),
-        Route("/models", list_models, methods=["GET"]),
-        Route("/models/{name}", describe_model, methods=["GET"]),
-        Route("/ping", ping, methods=["GET"]),
-        Route("/health/live", live, methods=["GET"]),
-        Route("/health/ready", ready, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/openapi.json", openapi_endpoint, methods=["GET"]),
-        Route("/docs", docs_endpoint, methods=["GET"]),
-        *(viewer.routes() if settings.viewer else []),
-    ]
     app = Starlette(
-        routes=routes,
+        routes=[endpoint.route() for endpoint in served],
         lifespan=lifespan,
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
     )
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    probes = frozenset(endpoint.path for endpoint in served if endpoint.probe)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, probes=probes)
     # Outermost: it must see every response, the error pages of the middleware above included.
     app.add_middleware(UnreadBodyMiddleware, pace=pace)
     return app
@@ -165,68 +142,6 @@ async def _warm_up(service: Service) -> None:
         logger.warning("default model %r is not ready yet: %s", name, exc)
     else:
         logger.info("default model %r is ready", name)
-
-
-# Endpoints.
-
-
-async def ping(request: Request) -> Response:
-    return Response(status_code=204)
-
-
-async def live(request: Request) -> Response:
-    return JSONResponse(Liveness().model_dump())
-
-
-async def ready(request: Request) -> Response:
-    service = service_of(request)
-    name = service.settings.default_model
-    triton_ready = model_ready = False
-    try:
-        async with asyncio.timeout(READY_TIMEOUT_S):
-            triton_ready = await service.triton.server_ready()
-            model_ready = triton_ready and await service.triton.model_ready(name)
-    except (ApiError, TimeoutError) as exc:
-        logger.info("not ready: %s", exc)
-    ok = triton_ready and model_ready
-    body = Readiness(
-        status="ready" if ok else "not_ready",
-        triton=triton_ready,
-        default_model=name,
-        default_model_ready=model_ready,
-    )
-    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
-
-
-async def list_models(request: Request) -> Response:
-    service = service_of(request)
-    models = await service.catalog.describe()
-    listed = ModelList(default_model=service.settings.default_model, models=list(models))
-    return JSONResponse(listed.model_dump(mode="json"))
-
-
-async def describe_model(request: Request) -> Response:
-    service = service_of(request)
-    name = request.path_params["name"]
-    for model in await service.catalog.describe():
-        if model.name == name:
-            return JSONResponse(model.model_dump(mode="json"))
-    raise ModelNotFound(
-        f"no model named {name!r}; GET /models lists the models", details={"model": name}
-    )
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    metrics = service_of(request).metrics
-    return Response(metrics.render(), media_type=metrics.content_type)
-
-
-async def openapi_endpoint(request: Request) -> Response:
-    return JSONResponse(service_of(request).openapi)
-
-
-async def docs_endpoint(request: Request) -> Response:
-    return HTMLResponse(render_docs(service_of(request).openapi))
 
 
 # Errors.
@@ -273,9 +188,10 @@ def request_id_from(headers: Headers) -> str:
 class RequestContextMiddleware:
     """Pure ASGI (not BaseHTTPMiddleware) so request bodies stream through untouched."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, probes: frozenset[str]) -> None:
         self.app = app
         self.metrics = metrics
+        self.probes = probes  # whose successful access lines are DEBUG (Endpoint.probe)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -323,7 +239,7 @@ class RequestContextMiddleware:
         code = scope.get("state", {}).get("error_code")
         if code is not None:
             self.metrics.errors.labels(code=code).inc()
-        quiet = template in _PROBE_ROUTES and status < 400
+        quiet = template in self.probes and status < 400
         level = logging.DEBUG if quiet else logging.INFO
         if not access_logger.isEnabledFor(level):
             return

@@ -1,7 +1,8 @@
 """The API key check, and the audit record, of the routes that take or return patient data.
 
-The app wraps exactly those endpoints with :func:`protected` where it declares its routes, so
-the list lives in one place (``create_app``) and a test holds it to "every route with a body".
+Each route says whether it is one of them where it is declared (``protected=`` of
+:class:`~gateway.routes.endpoint.Endpoint`, which wraps its handler with :func:`protected`), and
+a test holds the set to "every route with a body".
 Probes, metrics, the model list, the docs and the viewer's static page stay open: they carry no
 patient data, and an orchestrator's liveness probe must never need a secret.
 
@@ -20,13 +21,13 @@ from starlette.responses import Response
 from gateway.errors import Unauthorized
 from gateway.service import service_of
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], Awaitable[Response]]
 AUDIT = "audit"
 """The request state key of the audit record, which the access middleware logs."""
 NO_KEY = "-"
 
 
-def protected(endpoint: Endpoint) -> Endpoint:
+def protected(endpoint: Handler) -> Handler:
     async def checked(request: Request) -> Response:
         record = audit(request)
         keys = service_of(request).settings.keys

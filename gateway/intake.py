@@ -30,7 +30,26 @@ from starlette.requests import Request
 
 from aicoco import AiImage, IdGenerator
 from aicoco.tables import AiTable
-from gateway.errors import InvalidAiCOCO, InvalidInput, UploadTimeout
+from gateway.errors import (
+    ApiError,
+    FileMismatch,
+    InvalidAiCOCO,
+    InvalidInput,
+    InvalidJSONText,
+    JSONNumberTooLarge,
+    JSONTooDeep,
+    MalformedJSON,
+    MalformedMultipart,
+    MalformedRequest,
+    PayloadTooLarge,
+    ServerBusy,
+    TableTooLarge,
+    TooManyFiles,
+    UnreadableFile,
+    UnsupportedMediaType,
+    UnsupportedTableFormat,
+    UploadTimeout,
+)
 from gateway.inference import InferenceRequest, StageObserver
 from gateway.json_fields import parse_field
 from gateway.readers.matching import check_uploads
@@ -44,6 +63,30 @@ from gateway.uploads import (
     check_content_type,
     parse_form,
 )
+
+RAISES: tuple[type[ApiError], ...] = (
+    # The headers and the body.
+    UnsupportedMediaType,
+    MalformedRequest,
+    MalformedMultipart,
+    PayloadTooLarge,
+    TooManyFiles,
+    UploadTimeout,
+    ServerBusy,
+    # The JSON fields.
+    MalformedJSON,
+    JSONTooDeep,
+    JSONNumberTooLarge,
+    InvalidJSONText,
+    # The entries, and their pairing with the files.
+    InvalidInput,
+    InvalidAiCOCO,
+    FileMismatch,
+    UnreadableFile,
+)
+"""What taking a request's files can raise, for the routes that take them to declare."""
+TABLE_RAISES: tuple[type[ApiError], ...] = (UnsupportedTableFormat, TableTooLarge)
+"""What taking tables adds (:func:`build_request`): a file that is no CSV or TSV, one too large."""
 
 IMAGES_FIELD = "images"
 TABLES_FIELD = "tables"

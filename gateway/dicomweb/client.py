@@ -17,8 +17,27 @@ from typing import Any
 import httpx
 
 from gateway.dicomweb.multipart import boundary_of, related_body, save_parts
-from gateway.errors import ApiError, PacsError, PacsTimeout, PacsUnavailable, StudyNotFound
+from gateway.errors import (
+    ApiError,
+    PacsError,
+    PacsTimeout,
+    PacsUnavailable,
+    PayloadTooLarge,
+    StudyNotFound,
+    TooManyFiles,
+)
 from gateway.settings import Settings
+
+RAISES: tuple[type[ApiError], ...] = (
+    StudyNotFound,
+    PacsError,
+    PacsTimeout,
+    PacsUnavailable,
+    PayloadTooLarge,
+    TooManyFiles,
+)
+"""What talking to the PACS can raise: the study or series is not there, the PACS fails, is slow
+or cannot be reached, a series over the upload limits."""
 
 DICOM_JSON = "application/dicom+json"
 _SERIES_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'

@@ -9,12 +9,27 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from gateway.errors import InvalidParameter
+from gateway.errors import (
+    ApiError,
+    DicomInputRequired,
+    InvalidModelOutput,
+    InvalidParameter,
+    UnreadableFile,
+)
 from gateway.pipelines.tasks import answers_of
 from gateway.schemas import ModelInfo
 
 if TYPE_CHECKING:
     from gateway.outputs.producer import Producer
+
+RAISES: tuple[type[ApiError], ...] = (
+    InvalidParameter,
+    DicomInputRequired,
+    UnreadableFile,
+    InvalidModelOutput,
+)
+"""What answering in DICOM can raise: an output the model cannot give, inputs that are not DICOM
+or whose headers cannot be read (``gateway.outputs.sources``), a mask the SEG writer refuses."""
 
 DICOM_MEDIA_TYPE = "application/dicom"
 DICOM_ANSWERS = frozenset({"seg", "sr"})

@@ -7,6 +7,14 @@ class statement. (FLaVor's own, synchronous ``BaseAiCOCOImageInferenceModel`` is
 :mod:`gateway.flavor`'s, for scripts served by ``InferAPP``.)
 """
 
+from gateway import readers
+from gateway.errors import (
+    ApiError,
+    InvalidAiCOCO,
+    InvalidModelConfig,
+    TableWindowMismatch,
+    WrongInputKind,
+)
 from gateway.inference import Pipeline
 from gateway.pipelines.base import (
     AiCOCOImagePipeline,
@@ -14,8 +22,30 @@ from gateway.pipelines.base import (
     TritonModel,
     binding_scope,
 )
+from gateway.readers import tables
+from gateway.triton import errors as triton_errors
+
+IMAGE_RAISES: tuple[type[ApiError], ...] = tuple(
+    dict.fromkeys(
+        (
+            *readers.RAISES,
+            *triton_errors.RAISES,
+            WrongInputKind,
+            InvalidAiCOCO,
+            InvalidModelConfig,
+        )
+    )
+)
+"""What running a built-in or ported pipeline on images alone can raise: reading them, calling
+Triton, and its own checks (an input of the wrong kind for the task, entries the task cannot
+use, parameters no pipeline can be built from)."""
+RAISES: tuple[type[ApiError], ...] = (*IMAGE_RAISES, *tables.RAISES, TableWindowMismatch)
+"""What running one on images or tables can raise: the above, reading the tables, and a table
+shorter than the window."""
 
 __all__ = [
+    "IMAGE_RAISES",
+    "RAISES",
     "AiCOCOImagePipeline",
     "Pipeline",
     "PipelineBinding",

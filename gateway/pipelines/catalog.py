@@ -25,7 +25,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from gateway.cpu_pool import CpuPool
-from gateway.errors import ApiError, InternalError, InvalidModelConfig
+from gateway.errors import (
+    ApiError,
+    InternalError,
+    InvalidModelConfig,
+    ModelError,
+    ModelNotFound,
+    ModelNotReady,
+    TritonTimeout,
+    TritonUnavailable,
+)
 from gateway.inference import Pipeline
 from gateway.pipelines import tasks
 from gateway.pipelines.base import AiCOCOImagePipeline, PipelineBinding, binding_scope
@@ -40,6 +49,19 @@ from gateway.settings import Settings, SettingsError
 from gateway.triton import ModelConfig, ModelState, TritonClient
 
 READY = "READY"
+
+DESCRIBE_RAISES: tuple[type[ApiError], ...] = (TritonUnavailable, TritonTimeout, ModelError)
+"""What :meth:`ModelCatalog.describe` raises: the repository index's failures (a model's own
+failure is its ``reason`` in the list)."""
+LOOKUP_RAISES: tuple[type[ApiError], ...] = (
+    *DESCRIBE_RAISES,
+    ModelNotFound,
+    ModelNotReady,
+    InvalidModelConfig,
+    InternalError,
+)
+"""What :meth:`ModelCatalog.pipeline` raises: Triton's answer about the model, a configuration
+no pipeline can be built from, a custom pipeline that fails to start."""
 
 Factories = Mapping[str, Callable[[PipelineBinding], Pipeline]]
 """Pipelines made from their binding by the program embedding the gateway (FLaVor's

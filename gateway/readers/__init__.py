@@ -8,7 +8,28 @@ detection, matching, stack order, orientation, values -- are documented in the m
 :mod:`~gateway.readers.nifti`, :mod:`~gateway.readers.raster`.
 """
 
+from gateway.errors import (
+    ApiError,
+    FileMismatch,
+    ImageTooLarge,
+    InconsistentSeries,
+    InvalidInput,
+    UnreadableFile,
+    UnsupportedFileType,
+    UnsupportedImage,
+)
 from gateway.readers.base import ImageSet, ReadLimits
 from gateway.readers.reader import read_images
 
-__all__ = ["ImageSet", "ReadLimits", "read_images"]
+RAISES: tuple[type[ApiError], ...] = (
+    UnsupportedFileType,
+    UnreadableFile,
+    UnsupportedImage,
+    InconsistentSeries,
+    ImageTooLarge,
+    FileMismatch,
+    InvalidInput,
+)
+"""What reading a request's images can raise (the routes that read declare it)."""
+
+__all__ = ["RAISES", "ImageSet", "ReadLimits", "read_images"]

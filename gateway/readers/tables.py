@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gateway.errors import (
+    ApiError,
     InvalidTable,
     TableColumnMismatch,
     TableTooLarge,
@@ -37,6 +38,15 @@ from gateway.errors import (
 )
 from gateway.inference import Upload
 from gateway.settings import Settings
+
+RAISES: tuple[type[ApiError], ...] = (
+    UnsupportedTableFormat,
+    TableTooLarge,
+    InvalidTable,
+    TableColumnMismatch,
+    TableValueError,
+)
+"""What reading a request's tables can raise."""
 
 ColumnType = Literal["float", "int", "bool"]
 DELIMITERS = {".csv": ",", ".tsv": "\t"}

@@ -9,12 +9,27 @@ from tritonclient.utils import InferenceServerException
 
 from gateway.errors import (
     ApiError,
+    InternalError,
+    InvalidModelOutput,
     ModelError,
     ModelNotFound,
     ModelNotReady,
     TritonTimeout,
     TritonUnavailable,
 )
+
+RAISES: tuple[type[ApiError], ...] = (
+    TritonUnavailable,
+    TritonTimeout,
+    ModelNotFound,
+    ModelNotReady,
+    ModelError,
+    InvalidModelOutput,
+    InternalError,
+)
+"""What a call to Triton can raise: a failure as :func:`map_triton_error` names it, outputs that
+are not what the model declares (:class:`InvalidModelOutput`), inputs a pipeline built wrongly
+(:class:`InternalError`)."""
 
 _CONNECTION_HINTS = (
     "failed to connect",

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.declared_errors import MESSAGE, answers_in_log, undeclared
 from triton_local import LocalTriton, free_port
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +121,8 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartGat
             gateway.stop()
         for gateway in started:
             assert gateway.process.returncode == 0, gateway.log_tail()
+            wrong = undeclared(answers_in_log(gateway.log_path))
+            assert not wrong, f"{MESSAGE}: {wrong}"
 
 
 TIMEOUT_S = 300.0

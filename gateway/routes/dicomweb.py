@@ -11,6 +11,7 @@ the UIDs stored. Nothing of the study outlives the request. The retrieval is the
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,18 +21,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from aicoco import AiCOCOOutput, AiImage, IdGenerator
-from gateway import __version__
+from gateway import __version__, pipelines
 from gateway.auth import audit
+from gateway.dicomweb import client
 from gateway.dicomweb.client import DicomwebClient
-from gateway.errors import InvalidInput, MalformedJSON, PayloadTooLarge, RouteNotFound
+from gateway.errors import (
+    ApiError,
+    InvalidInput,
+    MalformedJSON,
+    NoSuitableSeries,
+    PayloadTooLarge,
+    RouteNotFound,
+    ServerBusy,
+    UploadTimeout,
+)
 from gateway.inference import Document, InferenceRequest, Upload
 from gateway.intake import upload_folder
+from gateway.outputs import choice
 from gateway.outputs.choice import Output, producer_of, resolve
 from gateway.outputs.sources import load_sources
+from gateway.pipelines.catalog import LOOKUP_RAISES
 from gateway.readers.selection import NOT_IMAGES, Candidate, choose, json_getter
+from gateway.routes.endpoint import MODEL_PARAMETER, Endpoint, Operation, json_response, ref
 from gateway.runner import Run, unless_disconnected
 from gateway.schemas import PacsInvocation, PacsResult, StoredInstance
 from gateway.service import Service, model_info, service_of
+from gateway.settings import Settings
 from gateway.upload_pace import receive_body
 
 if TYPE_CHECKING:
@@ -168,3 +183,61 @@ def _entries(paths: list[Path]) -> tuple[list[AiImage], dict[str, Upload]]:
         uploads[name] = Upload(file_name=name, path=path, size=path.stat().st_size)
         images.append(AiImage(id=name.removesuffix(".dcm"), file_name=name, index=k))
     return images, uploads
+
+
+def operation(settings: Settings, *, named: bool) -> Operation:
+    return {
+        "summary": "Run "
+        + ("a model" if named else "the default model")
+        + " on a study in the PACS and store the result there",
+        "description": (
+            "Needs `DICOMWEB_URL`. Finds the series (the one named, or the one the series rules "
+            "choose: an image modality, not a localizer or secondary capture, one orientation, "
+            "at least `min_slices`; then axial, most slices, lowest SeriesNumber), retrieves "
+            "it with WADO-RS under the upload limits, runs the model, and with `store` sends "
+            "the SEG or SR to the study with STOW-RS. A PACS that cannot be reached is a 503 "
+            "`pacs_unavailable`, a slow one a 504 `pacs_timeout`."
+        ),
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ref("PacsInvocation")}},
+        },
+        "responses": {"200": json_response("What was run and stored.", ref("PacsResult"))},
+        **({"parameters": [MODEL_PARAMETER]} if named else {}),
+    }
+
+
+RAISES: tuple[type[ApiError], ...] = (
+    RouteNotFound,
+    # The request's JSON.
+    UploadTimeout,
+    PayloadTooLarge,
+    MalformedJSON,
+    InvalidInput,
+    # The model, the study, its retrieval under an upload slot, the answer.
+    *LOOKUP_RAISES,
+    *client.RAISES,
+    NoSuitableSeries,
+    ServerBusy,
+    *choice.RAISES,
+    *pipelines.IMAGE_RAISES,
+)
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/dicomweb/invocations",
+        invoke_from_pacs,
+        partial(operation, named=False),
+        raises=RAISES,
+        protected=True,
+    ),
+    Endpoint(
+        "POST",
+        "/models/{name}/dicomweb/invocations",
+        invoke_from_pacs,
+        partial(operation, named=True),
+        raises=RAISES,
+        protected=True,
+    ),
+]
