@@ -39,7 +39,6 @@ from gateway.pipelines.base import (
     TritonModel,
 )
 from gateway.pipelines.params import (
-    VECTOR,
     ClassificationOutput,
     DetectionOutput,
     ModelParams,
@@ -178,22 +177,14 @@ class _VectorPipeline(_WholeStackPipeline[S]):
     """A model that answers one FP32 vector per slice, one value per declared category or
     regression: the shared output checks of classification and regression."""
 
-    @property
-    def vector(self) -> str:
-        """The output's name, which follows what the model declares."""
-        return VECTOR[self.params.declares]
-
-    def _declared(self) -> int:
-        declares = self.params.declares
-        return len(self.categories if declares == "categories" else self.regressions)
-
     def check_outputs(self, config: ModelConfig) -> None:
-        check_tensor(config, self.vector, "output", "FP32", (self._declared(),))
+        check_tensor(config, self.params.vector, "output", "FP32", (self.params.declared,))
 
     def vectors(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
         """``(slices, declared)`` values, or a clear model error."""
-        values = self.output(out, self.vector, 2)
-        self.expect_channels(self.vector, values.shape[1], self.params.declares, self._declared())
+        params = self.params
+        values = self.output(out, params.vector, 2)
+        self.expect_channels(params.vector, values.shape[1], params.declares, params.declared)
         return values
 
 

@@ -19,8 +19,6 @@ import numpy as np
 from aicoco import (
     AiImage,
     AiRegressionItem,
-    CategorySpec,
-    RegressionSpec,
     build_categories,
     build_regressions,
 )
@@ -33,39 +31,27 @@ from gateway.errors import (
 )
 from gateway.inference import InferenceRequest
 from gateway.pipelines import postprocessing as post
-from gateway.pipelines.base import PipelineBinding, TritonModel
+from gateway.pipelines.base import PipelineBinding
 from gateway.pipelines.builtin import check_batched, check_no_other_inputs, check_tensor
-from gateway.pipelines.params import VECTOR, ClassificationOutput, RegressionOutput, TableParams
+from gateway.pipelines.params import ClassificationOutput, RegressionOutput, TableParams
 from gateway.pipelines.preprocessing import to_model_input
-from gateway.pipelines.tabular import FEATURES, IMAGE, parse_meta
+from gateway.pipelines.tabular import FEATURES, IMAGE, TableModel, parse_meta
 from gateway.readers import read_images
 from gateway.readers.tables import read_table
 
 
-class HybridPipeline:
+class HybridPipeline(TableModel):
     def __init__(self, binding: PipelineBinding, params: TableParams) -> None:
         assert params.input is not None
-        self.binding = binding
-        self.params = params
+        super().__init__(binding, params)
         self.input = params.input
-        self.task = params.task
-        self.vector = VECTOR[params.declares]
-        self.network = TritonModel(binding.model_name, client=binding.triton)
-        self.categories: list[CategorySpec] = list(params.categories)
-        self.regressions: list[RegressionSpec] = list(params.regressions)
-        self.columns = params.table.reader_columns()
         config = binding.config
         check_tensor(config, IMAGE, "input", "FP32", (1, *self.input.size))
         check_batched(config, "images go in batches")
         features = (params.table.window_size, len(self.columns))
         check_tensor(config, FEATURES, "input", "FP32", features)
-        declared = len(self.categories or self.regressions)
-        check_tensor(config, self.vector, "output", "FP32", (declared,))
+        check_tensor(config, self.vector, "output", "FP32", (params.declared,))
         check_no_other_inputs(config, {IMAGE, FEATURES}, "a hybrid model")
-
-    @property
-    def model_name(self) -> str:
-        return self.binding.model_name
 
     async def __call__(self, request: InferenceRequest) -> AiCOCOHybridOutput:
         pairs = self._pairs(request)

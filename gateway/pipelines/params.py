@@ -153,8 +153,27 @@ class _RegressionList(BaseModel):
 S = TypeVar("S", bound=OutputSpec, covariant=True)
 
 
+class Answers:
+    """What a model answers for each input: one value per declared category, or per declared
+    regression, in an output tensor named for which."""
+
+    declares: Declares
+    categories: tuple[CategorySpec, ...]
+    regressions: tuple[RegressionSpec, ...]
+
+    @property
+    def vector(self) -> str:
+        """The output tensor's name."""
+        return VECTOR[self.declares]
+
+    @property
+    def declared(self) -> int:
+        """How many values the vector holds."""
+        return len(self.categories if self.declares == "categories" else self.regressions)
+
+
 @dataclass(frozen=True)
-class ModelParams(Generic[S]):
+class ModelParams(Answers, Generic[S]):
     """Everything a built-in pipeline needs to know about its model, from its config alone;
     ``output`` is the task's own spec."""
 
@@ -171,7 +190,7 @@ def has_aicoco_parameters(parameters: Mapping[str, str]) -> bool:
 
 
 @dataclass(frozen=True)
-class TableParams:
+class TableParams(Answers):
     """A tabular or hybrid model's parameters; ``input`` (the image) only for hybrid ones."""
 
     task: str

@@ -36,7 +36,6 @@ from gateway.pipelines import postprocessing as post
 from gateway.pipelines.base import PipelineBinding, TritonModel
 from gateway.pipelines.builtin import check_batched, check_no_other_inputs, check_tensor
 from gateway.pipelines.params import (
-    VECTOR,
     TableParams,
     TabularClassificationOutput,
     TabularRegressionOutput,
@@ -48,32 +47,39 @@ FEATURES = "features"
 IMAGE = "image"
 
 
-class TabularPipeline(abc.ABC):
-    """Shared by both tasks: read, window, infer, write records. Subclasses turn one batch of
-    model outputs into the array :class:`~aicoco.tables.RecordBuilder` takes."""
+class TableModel:
+    """What the tabular and the hybrid pipelines take from their binding and parameters: the
+    model, its table's columns, what it answers."""
 
     def __init__(self, binding: PipelineBinding, params: TableParams) -> None:
         self.binding = binding
         self.params = params
         self.task = params.task
-        self.vector = VECTOR[params.declares]
-        self.records = binding.records
+        self.vector = params.vector
         self.network = TritonModel(binding.model_name, client=binding.triton)
         self.categories: list[CategorySpec] = list(params.categories)
         self.regressions: list[RegressionSpec] = list(params.regressions)
         self.columns = params.table.reader_columns()
+
+    @property
+    def model_name(self) -> str:
+        return self.binding.model_name
+
+
+class TabularPipeline(TableModel, abc.ABC):
+    """Shared by both tasks: read, window, infer, write records. Subclasses turn one batch of
+    model outputs into the array :class:`~aicoco.tables.RecordBuilder` takes."""
+
+    def __init__(self, binding: PipelineBinding, params: TableParams) -> None:
+        super().__init__(binding, params)
+        self.records = binding.records
         config = binding.config
         check_tensor(
             config, FEATURES, "input", "FP32", (params.table.window_size, len(self.columns))
         )
         check_batched(config, "records go in batches")
-        declared = len(self.categories) or len(self.regressions)
-        check_tensor(config, self.vector, "output", "FP32", (declared,))
+        check_tensor(config, self.vector, "output", "FP32", (params.declared,))
         check_no_other_inputs(config, {FEATURES}, "a tabular model")
-
-    @property
-    def model_name(self) -> str:
-        return self.binding.model_name
 
     @property
     def table_limits(self) -> TableLimits:

@@ -23,41 +23,11 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.dockerfile import DOCKERFILE, Instruction, read_dockerfile, stages
+
 REPO = Path(__file__).resolve().parents[2]
-DOCKERFILE = REPO / "docker" / "gateway.Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 PROBE = REPO / "docker" / "healthcheck.py"
-
-Instruction = tuple[str, str]
-
-
-def read_dockerfile(path: Path = DOCKERFILE) -> list[Instruction]:
-    """(KEYWORD, arguments) pairs, with line continuations joined and comments dropped."""
-    instructions: list[Instruction] = []
-    pending = ""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        keyword, _, arguments = (pending + stripped).partition(" ")
-        instructions.append((keyword.upper(), " ".join(arguments.split())))
-        pending = ""
-    assert not pending, "the Dockerfile ends in a line continuation"
-    return instructions
-
-
-def stages(instructions: list[Instruction]) -> list[list[Instruction]]:
-    """Instructions grouped by stage; each group starts with its FROM."""
-    grouped: list[list[Instruction]] = []
-    for instruction in instructions:
-        if instruction[0] == "FROM":
-            grouped.append([])
-        if grouped:
-            grouped[-1].append(instruction)
-    return grouped
 
 
 def global_args(instructions: list[Instruction]) -> dict[str, str]:

@@ -30,7 +30,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.compose.test_gateway_image import DOCKERFILE, read_dockerfile, stages
+from tests.dockerfile import DOCKERFILE, read_dockerfile, stages
 from tests.e2e.conftest import (
     PASSWORD,
     REPOSITORY_ROOT,
