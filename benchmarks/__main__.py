@@ -17,8 +17,9 @@ MODULES = {
 }
 """Benchmark name -> module defining ``main(argv) -> int``, imported only when it runs."""
 
-LONG = {"soak": "benchmarks.soak"}
-"""Run only when named (``make soak``): minutes long, not part of ``make bench``."""
+LONG = {"soak": "benchmarks.soak", "ort-arena": "benchmarks.ort_arena"}
+"""Run only when named: the soak (``make soak``, minutes long) and the probes that explain what
+it measures; not part of ``make bench``."""
 
 
 def registry() -> dict[str, Main]:

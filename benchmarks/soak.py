@@ -14,10 +14,15 @@ What it shows, and why each part is there:
   shared-memory and file pages, so that growth can be told apart: heap and gRPC buffers are
   anonymous, the Python backend's hand-off regions are shared memory), open file descriptors
   and threads, for the gateway, ``tritonserver`` and the backend stubs.
+- **Rests.** Every :data:`REST_EVERY_S` the clients stop, and once nothing is in flight (and
+  :data:`REST_SETTLE_S` more) every process is sampled at rest. Under load a sample holds what
+  is in flight too (up to eight requests' pixels, tensors and masks, tens of MiB that come and
+  go with the mix); at rest it holds what the process keeps, which is where a leak shows.
 - **The slope of the last** :data:`SLOPE_WINDOW_S` (or of the last half of a shorter run) by
-  least squares: memory in MiB per 10 minutes (target under 1), descriptors and threads per
-  10 minutes, flat when their fitted change over the window is within
-  :data:`COUNT_TOLERANCE`. Warm-up growth that levels off does not count; a leak does.
+  least squares: memory in MiB per 10 minutes, at rest (the verdict: target under 1) and under
+  load (reported), descriptors and threads per 10 minutes, flat when their fitted change over
+  the window is within :data:`COUNT_TOLERANCE`. Warm-up growth that levels off does not count;
+  a leak does.
 - **Storage back to its bounds** after the load: the upload folder empty, the records store
   within ``RECORDS_MAX_BYTES`` and nothing in it older than ``RECORDS_RETENTION_S`` plus the
   time since the last write (the store is swept when an artifact is written).
@@ -53,7 +58,7 @@ import numpy as np
 
 from benchmarks.gateway_bench import gateway_process, local_triton, status_kib
 from benchmarks.tables_bench import write_table
-from tests.compose.test_gateway_image import read_dockerfile, stages
+from tests.dockerfile import read_dockerfile, stages
 from tests.factories import chest_png, make_ct_series, phantom_hu
 from training.phantoms import phantom_slice
 from triton_local import LocalTriton
@@ -63,6 +68,11 @@ SAMPLE_S = 10.0
 SLOPE_WINDOW_S = 30 * 60.0
 QUIET_S = 3.0
 """Pause after the load stops before storage is checked."""
+REST_EVERY_S = 5 * 60.0
+REST_SETTLE_S = 5.0
+"""How long the clients rest, once nothing is in flight, before the at-rest sample: what a
+process frees is back with the allocator (jemalloc purges on a timer of seconds)."""
+REST_TIMEOUT_S = 120.0
 MAX_IN_FLIGHT = 4
 """The gateway's default, which the load doubles."""
 CLIENTS = 2 * MAX_IN_FLIGHT
@@ -214,12 +224,45 @@ class Tally:
     latency: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
+    go: threading.Event = field(default_factory=threading.Event)
+    """Clear while the clients rest."""
+    busy: int = 0
+    idle: threading.Condition = field(default_factory=threading.Condition)
+
+    def __post_init__(self) -> None:
+        self.go.set()
 
     def add(self, kind: str, status: str, seconds: float) -> None:
         with self.lock:
             self.statuses[(kind, status)] += 1
             if status == "200":
                 self.latency[kind].append(seconds)
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        """One client's request: started only while the load runs, counted while in flight."""
+        self.go.wait()
+        with self.idle:
+            self.busy += 1
+        try:
+            yield
+        finally:
+            with self.idle:
+                self.busy -= 1
+                self.idle.notify_all()
+
+    @contextlib.contextmanager
+    def resting(self) -> Iterator[None]:
+        """No request in flight (the slow uploader's trickle aside) until the block ends."""
+        self.go.clear()
+        try:
+            with self.idle:
+                if not self.idle.wait_for(lambda: self.busy == 0, REST_TIMEOUT_S):
+                    raise RuntimeError(f"requests still in flight after {REST_TIMEOUT_S:g} s")
+            time.sleep(REST_SETTLE_S)
+            yield
+        finally:
+            self.go.set()
 
 
 def client(url: str, mix: list[Kind], seed: int, churn: bool, tally: Tally) -> None:
@@ -230,15 +273,16 @@ def client(url: str, mix: list[Kind], seed: int, churn: bool, tally: Tally) -> N
     try:
         while not tally.stop.is_set():
             kind = mix[int(rng.choice(len(mix), p=weights))]
-            started = time.perf_counter()
-            try:
-                if churn:
-                    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as fresh:
-                        status = str(kind.send(fresh, url))
-                else:
-                    status = str(kind.send(pooled, url))
-            except (httpx.TransportError, OSError) as exc:
-                status = f"connection error ({type(exc).__name__})"
+            with tally.request():
+                started = time.perf_counter()
+                try:
+                    if churn:
+                        with httpx.Client(base_url=url, timeout=TIMEOUT_S) as fresh:
+                            status = str(kind.send(fresh, url))
+                    else:
+                        status = str(kind.send(pooled, url))
+                except (httpx.TransportError, OSError) as exc:
+                    status = f"connection error ({type(exc).__name__})"
             tally.add(kind.name, status, time.perf_counter() - started)
     finally:
         pooled.close()
@@ -361,7 +405,9 @@ def slope_per_10_min(samples: list[Sample], key: str, window_s: float) -> float:
     return float(np.polyfit(t, y, 1)[0] * 600)
 
 
-def run_load(url: str, mix: list[Kind], seconds: float, observe: Callable[[], None]) -> Tally:
+def run_load(url: str, mix: list[Kind], seconds: float, observe: Callable[[bool], None]) -> Tally:
+    """``seconds`` of load, ``observe(False)`` every :data:`SAMPLE_S` under it and
+    ``observe(True)`` at each rest, every :data:`REST_EVERY_S` and at the end."""
     tally = Tally()
     with ThreadPoolExecutor(CLIENTS + 1) as pool:
         futures = [
@@ -369,10 +415,16 @@ def run_load(url: str, mix: list[Kind], seconds: float, observe: Callable[[], No
         ]
         futures.append(pool.submit(slow_client, url, tally))
         end = time.monotonic() + seconds
+        rest = time.monotonic() + REST_EVERY_S
         while time.monotonic() < end:
-            observe()
+            observe(False)
+            if time.monotonic() >= rest:
+                with tally.resting():
+                    observe(True)
+                rest = time.monotonic() + REST_EVERY_S
             time.sleep(min(SAMPLE_S, max(end - time.monotonic(), 0)))
-        observe()
+        with tally.resting():
+            observe(True)
         tally.stop.set()
         for future in futures:
             future.result()
@@ -432,9 +484,14 @@ def report(
             failures += 1
             lines.append(f"  FAIL: {kind} got {wrong}, allowed {sorted(allowed[kind])}")
     window = min(SLOPE_WINDOW_S, samples[-1]["t"] / 2)
-    lines.append(f"  slopes over the last {window / 60:.0f} min, per 10 min (least squares):")
+    rests = [s for s in samples if s["rest"]]
+    lines.append(
+        f"  slopes over the last {window / 60:.0f} min, per 10 min (least squares), at rest "
+        "(what a process keeps) and under load (what is in flight too):"
+    )
     for group in ("gateway", "tritonserver", "stubs"):
         last = samples[-1]
+        kept = slope_per_10_min(rests, f"{group} rss", window) / 1024
         rss = slope_per_10_min(samples, f"{group} rss", window) / 1024
         parts = ", ".join(
             f"{name} {slope_per_10_min(samples, f'{group} {name}', window) / 1024:+.2f}"
@@ -442,12 +499,20 @@ def report(
         )
         fds = slope_per_10_min(samples, f"{group} fds", window)
         threads = slope_per_10_min(samples, f"{group} threads", window)
-        verdict = "flat" if abs(rss) < MEMORY_TARGET_MIB else "GROWS" if rss > 0 else "shrinks"
+        verdict = (
+            "fewer than 3 rests"
+            if np.isnan(kept)
+            else "flat"
+            if abs(kept) < MEMORY_TARGET_MIB
+            else "GROWS"
+            if kept > 0
+            else "shrinks"
+        )
         lines.append(
-            f"    {group}: RSS {last.get(f'{group} rss', 0) / 1024:.0f} MiB, {rss:+.2f} MiB "
-            f"({verdict}; target under {MEMORY_TARGET_MIB:g}) = {parts}; descriptors "
-            f"{last.get(f'{group} fds', 0):.0f} ({fds:+.1f}), threads "
-            f"{last.get(f'{group} threads', 0):.0f} ({threads:+.1f})"
+            f"    {group}: RSS {last.get(f'{group} rss', 0) / 1024:.0f} MiB, at rest "
+            f"{kept:+.2f} MiB ({verdict}; target under {MEMORY_TARGET_MIB:g}), under load "
+            f"{rss:+.2f} MiB = {parts}; descriptors {last.get(f'{group} fds', 0):.0f} "
+            f"({fds:+.1f}), threads {last.get(f'{group} threads', 0):.0f} ({threads:+.1f})"
         )
         for measure, value in (("descriptors", fds), ("threads", threads)):
             change = value * window / 600
@@ -458,6 +523,10 @@ def report(
                     f"(tolerance {COUNT_TOLERANCE})"
                 )
     return lines, failures
+
+
+def at_rests(samples: list[Sample], key: str) -> str:
+    return ", ".join(f"{s[key] / 1024:.0f}" for s in samples if s["rest"] and key in s)
 
 
 def quarters(samples: list[Sample], key: str) -> str:
@@ -537,18 +606,21 @@ def main(argv: list[str]) -> int:
             server = triton.pid
             slow_client_ratio(url)
             mix = kinds(workdir)
-            run_load(url, mix, args.warm_up, lambda: None)
+            run_load(url, mix, args.warm_up, lambda at_rest: None)
             samples: list[Sample] = []
             started = time.monotonic()
-            tally = run_load(
-                url, mix, args.minutes * 60, lambda: samples.append(sample(pid, server, started))
-            )
+
+            def observe(at_rest: bool) -> None:
+                samples.append({**sample(pid, server, started), "rest": float(at_rest)})
+
+            tally = run_load(url, mix, args.minutes * 60, observe)
             time.sleep(QUIET_S)
             lines, failures = report(tally, mix, args.minutes, samples)
             for group in ("gateway", "tritonserver", "stubs"):
                 lines.append(
                     f"  {group} RSS under load, median of each quarter: "
-                    f"{quarters(samples, f'{group} rss')} MiB"
+                    f"{quarters(samples, f'{group} rss')} MiB; at each rest: "
+                    f"{at_rests(samples, f'{group} rss')} MiB"
                 )
             stored, storage_failures = storage(upload_dir, records_dir)
     print("\n".join([*lines, *stored]))
