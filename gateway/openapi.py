@@ -38,7 +38,6 @@ _STATUS_TEXT = {
     401: "An API key is needed (API_KEYS)",
     404: "Not found",
     408: "The upload stalled or was too slow",
-    405: "Method not allowed",
     413: "Over a limit",
     415: "Unsupported media or file type",
     422: "Well-formed but invalid input",

@@ -25,16 +25,12 @@ from gateway.pipelines.base import (
 from gateway.readers import tables
 from gateway.triton import errors as triton_errors
 
-IMAGE_RAISES: tuple[type[ApiError], ...] = tuple(
-    dict.fromkeys(
-        (
-            *readers.RAISES,
-            *triton_errors.RAISES,
-            WrongInputKind,
-            InvalidAiCOCO,
-            InvalidModelConfig,
-        )
-    )
+IMAGE_RAISES: tuple[type[ApiError], ...] = (
+    *readers.RAISES,
+    *triton_errors.RAISES,
+    WrongInputKind,
+    InvalidAiCOCO,
+    InvalidModelConfig,
 )
 """What running a built-in or ported pipeline on images alone can raise: reading them, calling
 Triton, and its own checks (an input of the wrong kind for the task, entries the task cannot

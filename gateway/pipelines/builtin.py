@@ -39,6 +39,7 @@ from gateway.pipelines.base import (
     TritonModel,
 )
 from gateway.pipelines.params import (
+    Answers,
     ClassificationOutput,
     DetectionOutput,
     ModelParams,
@@ -178,7 +179,7 @@ class _VectorPipeline(_WholeStackPipeline[S]):
     regression: the shared output checks of classification and regression."""
 
     def check_outputs(self, config: ModelConfig) -> None:
-        check_tensor(config, self.params.vector, "output", "FP32", (self.params.declared,))
+        check_answers(config, self.params)
 
     def vectors(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
         """``(slices, declared)`` values, or a clear model error."""
@@ -327,6 +328,12 @@ def check_no_other_inputs(config: ModelConfig, filled: set[str], who: str) -> No
     others = [spec.name for spec in config.inputs if spec.name not in filled and not spec.optional]
     if others:
         config_error(config.name, f"has inputs {others} that {who} cannot fill")
+
+
+def check_answers(config: ModelConfig, answers: Answers) -> None:
+    """Refuse a model whose output vector is not FP32 of one value per declared category (or
+    regression), named for which: what classification, regression, tabular and hybrid share."""
+    check_tensor(config, answers.vector, "output", "FP32", (answers.declared,))
 
 
 def check_tensor(

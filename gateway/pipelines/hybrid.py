@@ -32,7 +32,12 @@ from gateway.errors import (
 from gateway.inference import InferenceRequest
 from gateway.pipelines import postprocessing as post
 from gateway.pipelines.base import PipelineBinding
-from gateway.pipelines.builtin import check_batched, check_no_other_inputs, check_tensor
+from gateway.pipelines.builtin import (
+    check_answers,
+    check_batched,
+    check_no_other_inputs,
+    check_tensor,
+)
 from gateway.pipelines.params import ClassificationOutput, RegressionOutput, TableParams
 from gateway.pipelines.preprocessing import to_model_input
 from gateway.pipelines.tabular import FEATURES, IMAGE, TableModel, parse_meta
@@ -50,7 +55,7 @@ class HybridPipeline(TableModel):
         check_batched(config, "images go in batches")
         features = (params.table.window_size, len(self.columns))
         check_tensor(config, FEATURES, "input", "FP32", features)
-        check_tensor(config, self.vector, "output", "FP32", (params.declared,))
+        check_answers(config, params)
         check_no_other_inputs(config, {IMAGE, FEATURES}, "a hybrid model")
 
     async def __call__(self, request: InferenceRequest) -> AiCOCOHybridOutput:

@@ -34,7 +34,12 @@ from gateway.errors import (
 from gateway.inference import InferenceRequest
 from gateway.pipelines import postprocessing as post
 from gateway.pipelines.base import PipelineBinding, TritonModel
-from gateway.pipelines.builtin import check_batched, check_no_other_inputs, check_tensor
+from gateway.pipelines.builtin import (
+    check_answers,
+    check_batched,
+    check_no_other_inputs,
+    check_tensor,
+)
 from gateway.pipelines.params import (
     TableParams,
     TabularClassificationOutput,
@@ -78,7 +83,7 @@ class TabularPipeline(TableModel, abc.ABC):
             config, FEATURES, "input", "FP32", (params.table.window_size, len(self.columns))
         )
         check_batched(config, "records go in batches")
-        check_tensor(config, self.vector, "output", "FP32", (params.declared,))
+        check_answers(config, params)
         check_no_other_inputs(config, {FEATURES}, "a tabular model")
 
     @property
