@@ -27,6 +27,7 @@ The tree, by HTTP status (catch a parent to catch its children)::
     ├── PayloadTooLarge                  413 payload_too_large
     │   ├── TooManyFiles                     too_many_files
     │   ├── ImageTooLarge                    image_too_large
+    │   ├── VolumeTooLarge                   volume_too_large
     │   └── TableTooLarge                    table_too_large
     ├── UnsupportedFileType              415 unsupported_file_type
     ├── UnsupportedTableFormat           415 unsupported_table_format
@@ -37,6 +38,8 @@ The tree, by HTTP status (catch a parent to catch its children)::
     │   ├── UnreadableFile                   unreadable_file
     │   ├── InconsistentSeries               inconsistent_series
     │   ├── UnsupportedImage                 unsupported_image
+    │   ├── VolumeRequired                   volume_required
+    │   ├── GeometryRequired                 geometry_required
     │   ├── DicomInputRequired               dicom_input_required
     │   ├── NoSuitableSeries                 no_suitable_series
     │   ├── WrongInputKind                   wrong_input_kind
@@ -284,6 +287,17 @@ class ImageTooLarge(PayloadTooLarge):
     fix = "Downsample or crop the images, or raise the limits."
 
 
+class VolumeTooLarge(PayloadTooLarge):
+    """Refused before any patch is sent: the blend's accumulator grows with the volume."""
+
+    code = "volume_too_large"
+    when = (
+        "The volume a volumetric model works on (the series resampled to its spacing, padded "
+        "to its patch) has more voxels than MAX_VOLUME_VOXELS."
+    )
+    fix = "Crop the series to the region of interest, or raise MAX_VOLUME_VOXELS."
+
+
 class TableTooLarge(PayloadTooLarge):
     code = "table_too_large"
     when = (
@@ -366,6 +380,24 @@ class UnsupportedImage(InvalidInput):
     code = "unsupported_image"
     when = "The file is readable but the model cannot take it (channels, bit depth, dimensions)."
     fix = "Check the model's input in GET /models/{name}."
+
+
+class VolumeRequired(InvalidInput):
+    code = "volume_required"
+    when = "A single 2D image (or RGB pixels) was sent to a volumetric model."
+    fix = (
+        "Send the series' slices, a multi-frame DICOM or a 3D NIfTI; GET /models/{name} gives "
+        "the model's patch and spacing."
+    )
+
+
+class GeometryRequired(InvalidInput):
+    code = "geometry_required"
+    when = (
+        "The model resamples to a voxel spacing and the images do not state theirs (PNG or "
+        "JPEG slices, DICOM without Pixel Spacing)."
+    )
+    fix = "Send the series as DICOM or NIfTI, whose headers give the voxel spacing."
 
 
 class DicomInputRequired(InvalidInput):

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from aicoco import AiImage, IdGenerator
 from aicoco.tables import AiTable
+from gateway.progress import Progress
 
 StageObserver = Callable[[str, float], None]
 """Called with a stage name (parse, read, preprocess, triton, postprocess, format) and seconds."""
@@ -45,6 +46,8 @@ class InferenceRequest:
     """The validated ``tables`` entries (tabular and hybrid requests), in the client's order."""
     ids: IdGenerator = field(default_factory=IdGenerator)
     observe: StageObserver | None = None
+    progress: Progress = field(default_factory=Progress)
+    """Units of long work done (a volumetric model's patches), reported by the pipeline."""
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

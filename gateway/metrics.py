@@ -111,11 +111,21 @@ class Metrics:
             "Uploads cut off with 408 for stalling or arriving below UPLOAD_MIN_RATE.",
             registry=self.registry,
         )
+        self.progress_units = Counter(
+            "gateway_progress_units",
+            "Units of long work done by inference requests (a volumetric model's patches, each "
+            "with its mirrorings), by model and unit.",
+            ("model", "unit"),
+            registry=self.registry,
+        )
         self.upload_bytes = Counter(
             "gateway_upload_bytes",
             "Bytes of uploaded files received by inference requests.",
             registry=self.registry,
         )
+
+    def progressed(self, model: str, unit: str, units: int) -> None:
+        self.progress_units.labels(model=model, unit=unit).inc(units)
 
     def observe_stage(self, model: str, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage=stage, model=model).observe(seconds)

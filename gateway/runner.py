@@ -50,6 +50,9 @@ class Run:
         else:
             self._service.metrics.observe_stage(self.model_name, stage, seconds)
 
+    def _progressed(self, unit: str, units: int) -> None:
+        self._service.metrics.progressed(self.model_name, unit, units)
+
     def parsed(self) -> None:
         """The route's intake is done: its time so far is the ``parse`` stage."""
         self.observe("parse", time.perf_counter() - self._started)
@@ -65,6 +68,8 @@ class Run:
 
         ``pipeline`` defaults to the catalog's pipeline of the run's model.
         """
+
+        inference.progress.observer = self._progressed
 
         async def work() -> T:
             async with self._service.queue.slot():

@@ -43,6 +43,9 @@ class ModelInfo(_Documented):
     table: dict[str, Any] | None = None
     """Tabular and hybrid models: the columns they take (name, dtype, in order) and the
     `window_size`."""
+    volume: dict[str, Any] | None = None
+    """Volumetric models: the grid they work on (`spacing`, `intensity`) and their
+    `sliding_window` (`roi` and the rest)."""
 
 
 class ModelList(_Documented):

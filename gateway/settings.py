@@ -23,6 +23,10 @@ from typing import Any, Literal, TypeVar, overload
 
 from gateway.keys import ApiKey, parse_entries, repeated_ids
 
+MAX_VOLUME_VOXELS = 134_217_728
+"""``MAX_VOLUME_VOXELS``' default: 2**27, a 512**3 volume (a 300 x 512 x 512 CT on its own grid
+fits); a three-channel model's blend of it holds 2 GiB."""
+
 T = TypeVar("T")
 Parser = Callable[[str, str], T]
 """``parse(variable, raw)``: the value, or SettingsError naming the variable."""
@@ -303,6 +307,14 @@ class Settings:
     )
     max_total_voxels: int = setting(
         1_500_000_000, parse=_positive_int, help="Most pixels over all frames of one request."
+    )
+    max_volume_voxels: int = setting(
+        MAX_VOLUME_VOXELS,
+        parse=_positive_int,
+        help=(
+            "Most voxels of the volume a volumetric model works on (resampled, padded): its "
+            "blend holds 4 bytes per voxel per output channel, plus one."
+        ),
     )
     max_in_flight: int = setting(
         4,

@@ -16,6 +16,7 @@ teardown fails loudly if any of its processes (server or backend stub) is still 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -68,6 +69,17 @@ def _start(repository: Path, log_file: Path, **options: Any) -> LocalTriton:
     options.setdefault("metrics_port", 0)
     options.setdefault("poll_interval_s", 1)
     return LocalTriton(repository, log_file=log_file, **options).start()
+
+
+@contextlib.contextmanager
+def running_triton(repository: Path, log_file: Path, **options: Any) -> Iterator[LocalTriton]:
+    """A local Triton on ``repository`` for a ``with`` block, stopped and checked after it: for
+    a module's fixture whose repository the tests change while it runs."""
+    server = _start(repository, log_file, **options)
+    try:
+        yield server
+    finally:
+        _stop_and_check(server)
 
 
 @pytest.fixture(scope="session")

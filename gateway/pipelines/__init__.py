@@ -10,9 +10,12 @@ class statement. (FLaVor's own, synchronous ``BaseAiCOCOImageInferenceModel`` is
 from gateway import readers
 from gateway.errors import (
     ApiError,
+    GeometryRequired,
     InvalidAiCOCO,
     InvalidModelConfig,
     TableWindowMismatch,
+    VolumeRequired,
+    VolumeTooLarge,
     WrongInputKind,
 )
 from gateway.inference import Pipeline
@@ -31,10 +34,14 @@ IMAGE_RAISES: tuple[type[ApiError], ...] = (
     WrongInputKind,
     InvalidAiCOCO,
     InvalidModelConfig,
+    VolumeRequired,
+    GeometryRequired,
+    VolumeTooLarge,
 )
 """What running a built-in or ported pipeline on images alone can raise: reading them, calling
 Triton, and its own checks (an input of the wrong kind for the task, entries the task cannot
-use, parameters no pipeline can be built from)."""
+use, parameters no pipeline can be built from; for a volumetric model, a 2D image, images
+without a spacing, a volume over its bound)."""
 RAISES: tuple[type[ApiError], ...] = (*IMAGE_RAISES, *tables.RAISES, TableWindowMismatch)
 """What running one on images or tables can raise: the above, reading the tables, and a table
 shorter than the window."""

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, overload
 import numpy as np
 
 from aicoco import AiCOCOFormatError, AiCOCOOutput, AiImage, CategorySpec, RegressionSpec
+from gateway import progress
 from gateway.cpu_pool import CpuPool
 from gateway.errors import ApiError, InternalError, InvalidModelOutput, WrongInputKind
 from gateway.inference import InferenceRequest
@@ -259,6 +260,17 @@ class AiCOCOImagePipeline(abc.ABC):
         images = sorted(request.images, key=lambda image: image.index)
         files, names = _files(request, images)
         fields = {k: v for k, v in request.fields.items() if k not in _RESERVED}
+        with progress.scope(request.progress):
+            return await self._stages(request, images, files, names, fields)
+
+    async def _stages(
+        self,
+        request: InferenceRequest,
+        images: list[AiImage],
+        files: list[str],
+        names: dict[str, str],
+        fields: dict[str, Any],
+    ) -> AiCOCOOutput:
         # What one stage leaves for the next; popped when used, so big arrays go early.
         kept: dict[str, Any] = {}
 

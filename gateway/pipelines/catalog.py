@@ -41,6 +41,7 @@ from gateway.pipelines.base import AiCOCOImagePipeline, PipelineBinding, binding
 from gateway.pipelines.hybrid import HybridPipeline
 from gateway.pipelines.params import has_aicoco_parameters
 from gateway.pipelines.tabular import TabularPipeline
+from gateway.pipelines.volumetric import VolumetricSegmentationPipeline
 from gateway.readers import ReadLimits
 from gateway.readers.tables import TableLimits
 from gateway.records import RecordsStore
@@ -179,6 +180,12 @@ class ModelCatalog:
             info.regressions = [_dump(r) for r in pipeline.regressions]
         if isinstance(pipeline, TabularPipeline | HybridPipeline):
             info.table = pipeline.params.table.model_dump(mode="json")
+        if isinstance(pipeline, VolumetricSegmentationPipeline):
+            params = pipeline.params
+            info.volume = {
+                **params.input.model_dump(mode="json"),
+                "sliding_window": params.window.model_dump(mode="json"),
+            }
         return info
 
     async def _declared_task(self, name: str) -> str | None:

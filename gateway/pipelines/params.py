@@ -15,14 +15,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, NoReturn, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from aicoco import CategorySpec, RegressionSpec
 from gateway.errors import InvalidModelConfig
 from gateway.readers.tables import Column, ColumnType
 
-Reads = Literal["image", "table", "image+table"]
-"""What a task's model takes: ``aicoco.input`` for an image, ``aicoco.table`` for a table."""
+Reads = Literal["image", "volume", "table", "image+table"]
+"""What a task's model takes: ``aicoco.input`` for an image (a volume: with
+``aicoco.sliding_window``), ``aicoco.table`` for a table."""
 Declares = Literal["categories", "regressions"]
 """What a task's model must declare at least one of; its output vector is named for it."""
 VECTOR: dict[str, str] = {"categories": "probabilities", "regressions": "values"}
@@ -35,7 +43,8 @@ REGRESSIONS = "aicoco.regressions"
 INPUT = "aicoco.input"
 OUTPUT = "aicoco.output"
 TABLE = "aicoco.table"
-KNOWN = (TASK, CATEGORIES, REGRESSIONS, INPUT, OUTPUT, TABLE)
+SLIDING_WINDOW = "aicoco.sliding_window"
+KNOWN = (TASK, CATEGORIES, REGRESSIONS, INPUT, OUTPUT, TABLE, SLIDING_WINDOW)
 
 UnitInterval = Annotated[float, Field(ge=0.0, le=1.0)]
 """A threshold on a probability, a score or an overlap: a number in [0, 1]."""
@@ -86,6 +95,101 @@ def _no_repeats(names: list[str], what: str) -> None:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"duplicate {what} {repeated}")
+
+
+PositiveMM = Annotated[float, Field(gt=0, le=1000)]
+"""A voxel's size along one axis, in millimetres."""
+RoiSide = Annotated[int, Field(ge=1, le=1024)]
+
+
+class WindowIntensity(StrictModel):
+    """The 2D pipelines' CT window: clipped to ``center +- width / 2``, mapped to 0..1."""
+
+    kind: Literal["window"]
+    window: tuple[float, Annotated[float, Field(gt=0)]]
+
+
+class RangeIntensity(StrictModel):
+    """MONAI ``ScaleIntensityRange``, with its argument names."""
+
+    kind: Literal["range"]
+    a_min: float
+    a_max: float
+    b_min: float = 0.0
+    b_max: float = 1.0
+    clip: bool = False
+
+    @model_validator(mode="after")
+    def _span(self) -> RangeIntensity:
+        if self.a_max == self.a_min:
+            raise ValueError("a_min and a_max must differ")
+        return self
+
+
+class ZScoreIntensity(StrictModel):
+    """nnU-Net's CT normalisation: clipped to ``clip``, then ``(x - mean) / std``."""
+
+    kind: Literal["zscore"]
+    mean: float
+    std: Annotated[float, Field(gt=0)]
+    clip: tuple[float, float] | None = None
+
+
+class VolumeZScoreIntensity(StrictModel):
+    """MONAI ``NormalizeIntensity()``: the volume's own mean and standard deviation (MR)."""
+
+    kind: Literal["volume_zscore"]
+
+
+class NoIntensity(StrictModel):
+    kind: Literal["none"]
+
+
+Intensity = Annotated[
+    WindowIntensity | RangeIntensity | ZScoreIntensity | VolumeZScoreIntensity | NoIntensity,
+    Field(discriminator="kind"),
+]
+
+
+class VolumeInputSpec(StrictModel):
+    """How a series becomes the volume a patch-based 3D model's patches are cut from."""
+
+    spacing: tuple[PositiveMM, PositiveMM, PositiveMM] | None = None
+    """``(z, y, x)`` mm to resample to (MONAI ``Spacing``, linear); None: the native grid."""
+    intensity: Intensity = NoIntensity(kind="none")
+
+
+class SlidingWindowSpec(StrictModel):
+    """MONAI ``sliding_window_inference``'s arguments, with its defaults, and mirroring."""
+
+    roi: tuple[RoiSide, RoiSide, RoiSide]
+    """The model's patch ``(z, y, x)``, its input tensor's last three dimensions."""
+    overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
+    blend: Literal["constant", "gaussian"] = "constant"
+    sigma_scale: Annotated[float, Field(gt=0.0)] = 0.125
+    batch: Annotated[int, Field(ge=1)] | None = None
+    """Patches per Triton request (MONAI's ``sw_batch_size``); default the model's
+    ``max_batch_size``."""
+    padding: Literal["constant", "replicate", "reflect"] = "constant"
+    padding_value: float = 0.0
+    mirror_axes: tuple[Literal[0, 1, 2], ...] = ()
+    """Axes ``(z, y, x)`` = ``(0, 1, 2)`` whose flips are averaged, as nnU-Net's mirroring."""
+
+    @field_validator("mirror_axes")
+    @classmethod
+    def _distinct(cls, axes: tuple[int, ...]) -> tuple[int, ...]:
+        _no_repeats([str(axis) for axis in axes], "axes")
+        return axes
+
+
+class VolumeSegmentationOutput(StrictModel):
+    activation: Literal["softmax", "sigmoid", "none"] = "softmax"
+    """Applied to the blended model output; ``none``: the model answers probabilities."""
+    decision: Literal["argmax", "threshold"] = "argmax"
+    """``argmax``: mutually exclusive labels, channel 0 the background (no category);
+    ``threshold``: each category's channel at or above ``threshold``, overlaps allowed."""
+    threshold: UnitInterval = 0.5
+    instances: bool = False
 
 
 class ColumnSpec(StrictModel):
@@ -185,6 +289,19 @@ class ModelParams(Answers, Generic[S]):
     output: S
 
 
+@dataclass(frozen=True)
+class VolumeParams(Answers):
+    """A patch-based 3D segmentation model's parameters."""
+
+    task: str
+    declares: Declares
+    categories: tuple[CategorySpec, ...]
+    regressions: tuple[RegressionSpec, ...]
+    input: VolumeInputSpec
+    window: SlidingWindowSpec
+    output: VolumeSegmentationOutput
+
+
 def has_aicoco_parameters(parameters: Mapping[str, str]) -> bool:
     return any(key.startswith(PREFIX) for key in parameters)
 
@@ -208,10 +325,10 @@ def declared_task(parameters: Mapping[str, str]) -> str:
 
 def parse(
     model: str, parameters: Mapping[str, str], task: TaskSpec
-) -> ModelParams[Any] | TableParams:
+) -> ModelParams[Any] | TableParams | VolumeParams:
     """Validate the ``aicoco.*`` entries of a model of ``task``: :class:`ModelParams` for an
-    image model, :class:`TableParams` for a tabular or hybrid one. Other parameters (the
-    backend's) are left alone."""
+    image model, :class:`VolumeParams` for a volumetric one, :class:`TableParams` for a tabular
+    or hybrid one. Other parameters (the backend's) are left alone."""
     unknown = sorted(k for k in parameters if k.startswith(PREFIX) and k not in KNOWN)
     if unknown:
         _fail(model, unknown[0], f"unknown parameter; the known ones are {', '.join(KNOWN)}")
@@ -225,6 +342,10 @@ def parse(
         _fail(model, CATEGORIES, f"a {task.name} model needs at least one category")
     if task.declares == "regressions" and not regressions:
         _fail(model, REGRESSIONS, f"a {task.name} model needs at least one regression")
+    if SLIDING_WINDOW in parameters and task.reads != "volume":
+        _fail(model, SLIDING_WINDOW, f"is for volumetric models; a {task.name} model has none")
+    if task.reads == "volume":
+        return _volume(model, parameters, task, categories, regressions)
     image = "image" in task.reads
     if TABLE in parameters and "table" not in task.reads:
         _fail(model, TABLE, f"is for tabular and hybrid models; a {task.name} model reads images")
@@ -243,6 +364,27 @@ def parse(
         _fail(model, TABLE, 'is required, e.g. {"columns": [{"name": "age"}], "window_size": 1}')
     table = _model(model, TABLE, TableSpec, _json(model, parameters, TABLE, {}))
     return TableParams(task.name, task.declares, categories, regressions, table, output, input_spec)
+
+
+def _volume(
+    model: str,
+    parameters: Mapping[str, str],
+    task: TaskSpec,
+    categories: tuple[CategorySpec, ...],
+    regressions: tuple[RegressionSpec, ...],
+) -> VolumeParams:
+    if TABLE in parameters:
+        _fail(model, TABLE, f"is for tabular and hybrid models; a {task.name} model reads images")
+    if SLIDING_WINDOW not in parameters:
+        _fail(model, SLIDING_WINDOW, 'is required, e.g. {"roi": [64, 128, 128], "overlap": 0.5}')
+    input_spec = _model(model, INPUT, VolumeInputSpec, _json(model, parameters, INPUT, {}))
+    window = _model(
+        model, SLIDING_WINDOW, SlidingWindowSpec, _json(model, parameters, SLIDING_WINDOW, {})
+    )
+    output = _model(model, OUTPUT, VolumeSegmentationOutput, _json(model, parameters, OUTPUT, {}))
+    return VolumeParams(
+        task.name, task.declares, categories, regressions, input_spec, window, output
+    )
 
 
 def _json(model: str, parameters: Mapping[str, str], key: str, default: Any) -> Any:

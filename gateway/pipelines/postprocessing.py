@@ -280,6 +280,15 @@ class MaskStack:
                 mask = resize_mask(part[:, c], threshold, self.image_size)
                 self._packed[c, at : at + len(part)] = np.packbits(mask, axis=-1)
 
+    def put_masks(self, start: int, masks: npt.NDArray[np.bool_]) -> None:
+        """Stack slices ``start : start + k`` from ``(C, k, H, W)`` masks at the image's size."""
+        if masks.ndim != 4 or masks.shape[0] != self.classes or masks.shape[2:] != self.image_size:
+            raise ValueError(
+                f"expected ({self.classes}, slices, {self.image_size[0]}, {self.image_size[1]}) "
+                f"masks, got {masks.shape}"
+            )
+        self._packed[:, start : start + masks.shape[1]] = np.packbits(masks, axis=-1)
+
     def masks(self, channel: int) -> MaskSource:
         """Masks of stack slices ``start:stop`` of one class, unpacked on demand."""
 

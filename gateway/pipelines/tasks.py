@@ -35,10 +35,12 @@ from gateway.pipelines.params import (
     TabularClassificationOutput,
     TabularRegressionOutput,
     TaskSpec,
+    VolumeSegmentationOutput,
     declared_task,
     parse,
 )
 from gateway.pipelines.tabular import TabularClassificationPipeline, TabularRegressionPipeline
+from gateway.pipelines.volumetric import VolumetricSegmentationPipeline
 
 AICOCO, SEG, SR = "aicoco", "seg", "sr"
 
@@ -81,6 +83,11 @@ TASKS: dict[str, Task] = {
             frozenset({AICOCO, SEG, SR}),
         ),
         Task(
+            TaskSpec("volumetric_segmentation", "volume", VolumeSegmentationOutput, "categories"),
+            VolumetricSegmentationPipeline,
+            frozenset({AICOCO, SEG, SR}),
+        ),
+        Task(
             TaskSpec("tabular_classification", "table", TabularClassificationOutput, "categories"),
             TabularClassificationPipeline,
             frozenset({AICOCO}),
@@ -117,7 +124,7 @@ def parse_params(model: str, parameters: Mapping[str, str]) -> ModelParams[Outpu
     """The parameters of an image model (classification, regression, detection, segmentation)."""
     parsed = parse(model, parameters, task_of(model, parameters).spec)
     if not isinstance(parsed, ModelParams):
-        _fail(model, f"names a {parsed.task} model, which takes tables, not only images")
+        _fail(model, f"names a {parsed.task} model, which does not take 2D images alone")
     return parsed
 
 

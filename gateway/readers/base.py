@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from aicoco import AiImage
 from gateway.errors import UnreadableFile
+from gateway.settings import MAX_VOLUME_VOXELS
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -20,18 +21,23 @@ Pixels = npt.NDArray[Any]
 
 @dataclass(frozen=True)
 class ReadLimits:
-    """Bounds checked from headers, before any pixel is decoded (decompression bombs)."""
+    """Bounds checked from headers, before any pixel is decoded (decompression bombs), and the
+    bound on the volume a volumetric model works on, checked before any patch is sent."""
 
     max_pixels_per_image: int
     """Rows x columns of one frame or slice."""
     max_total_voxels: int
     """Pixels of the whole stack: every frame of every file of the request."""
+    max_volume_voxels: int = MAX_VOLUME_VOXELS
+    """Voxels of a volumetric model's resampled, padded volume."""
 
     @classmethod
     def of(cls, settings: Settings) -> ReadLimits:
         """The bounds every route that reads images applies, from ``MAX_PIXELS_PER_IMAGE`` and
         ``MAX_TOTAL_VOXELS``."""
-        return cls(settings.max_pixels_per_image, settings.max_total_voxels)
+        return cls(
+            settings.max_pixels_per_image, settings.max_total_voxels, settings.max_volume_voxels
+        )
 
 
 @dataclass

@@ -214,6 +214,12 @@ class TritonClient:
             details={"model": name, "states": [s.state for s in states]},
         )
 
+    @property
+    def max_concurrent_batches(self) -> int:
+        """Batches of one call in flight at once: a caller that sends its own batches (a
+        volume's patches) keeps to the same bound."""
+        return self._max_concurrent_batches
+
     async def infer(
         self, name: str, inputs: Mapping[str, np.ndarray], *, request_id: str = ""
     ) -> dict[str, np.ndarray]:

@@ -172,6 +172,7 @@ def test_the_declarations_name_every_variable() -> None:
         "MAX_FILES",
         "MAX_PIXELS_PER_IMAGE",
         "MAX_TOTAL_VOXELS",
+        "MAX_VOLUME_VOXELS",
         "MAX_IN_FLIGHT",
         "MAX_QUEUE",
         "QUEUE_TIMEOUT_S",
