@@ -4,6 +4,7 @@ FLaVor's ``inference`` stages call ``self.network.run(None, {"image": x})[0]`` o
 ``onnxruntime.InferenceSession``. :class:`TritonSession` answers that call (and ``get_inputs``,
 ``get_outputs``) with the model Triton serves, so the stage runs unchanged once
 ``define_inference_network`` returns ``TritonSession("model_name")`` instead of the session.
+Called like a torch module (``self.network(tensor)``), it answers in the caller's array type.
 
 The call blocks, as ONNX Runtime's does: FLaVor stages are plain functions, and the gateway
 runs them on its worker threads. Underneath, the call is a coroutine on the gateway's event loop
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from gateway.errors import InternalError
+from gateway.flavor.arrays import like, to_numpy
 from gateway.logs import request_id_var
 from gateway.triton import ModelConfig, TritonClient
 
@@ -64,8 +66,10 @@ class TritonSession:
         return [outputs[name] for name in names]
 
     def __call__(self, *arrays: Any) -> Any:
-        """FLaVor's default ``inference`` (``self.network(x)``): the arrays are the model's
-        inputs in order; the answer is its one output, or the list of them."""
+        """FLaVor's default ``inference`` (``self.network(x)``), and what a torch script calls
+        its module with: the arrays are the model's inputs in order; the answer is its one
+        output, or the list of them, in the first array's type (a torch tensor on its device
+        and with its dtype, numpy for numpy: :mod:`gateway.flavor.arrays`)."""
         config = self._config()
         if len(arrays) != len(config.inputs):
             raise InternalError(
@@ -73,8 +77,11 @@ class TritonSession:
                 f"{[spec.name for spec in config.inputs]}, got {len(arrays)}",
                 details={"model": self.model_name},
             )
-        feeds = {spec.name: array for spec, array in zip(config.inputs, arrays, strict=True)}
-        outputs = self.run(None, feeds)
+        feeds = {
+            spec.name: to_numpy(array, spec.dtype)
+            for spec, array in zip(config.inputs, arrays, strict=True)
+        }
+        outputs = [like(output, arrays[0]) for output in self.run(None, feeds)]
         return outputs[0] if len(outputs) == 1 else outputs
 
     def get_inputs(self) -> list[NodeArg]:
