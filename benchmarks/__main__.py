@@ -14,6 +14,7 @@ MODULES = {
     "aicoco": "benchmarks.aicoco_bench",
     "gateway": "benchmarks.gateway_bench",
     "tables": "benchmarks.tables_bench",
+    "volume": "benchmarks.volume_bench",
 }
 """Benchmark name -> module defining ``main(argv) -> int``, imported only when it runs."""
 

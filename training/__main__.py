@@ -18,10 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from training import volume_eval
 from training.cards import CARDS, ModelCard, render_config, render_readme
 from training.datasets import SliceSet, make_slice_set, make_volume_slice_set
 from training.evaluate import EVALUATORS, open_session
 from training.table_cards import TABLE_CARDS, render_table_config, render_table_readme
+from training.volume_cards import VOLUME_CARDS, render_volume_readme
 
 log = logging.getLogger("training")
 
@@ -147,9 +149,46 @@ def _table_model(name: str, evaluate_only: bool, scale: float) -> dict[str, Any]
     return record
 
 
+def _volume_model(name: str, evaluate_only: bool, scale: float) -> dict[str, Any]:
+    """Train (or, with ``evaluate_only``, re-measure the committed file of) the volumetric
+    model."""
+    card = VOLUME_CARDS[name]
+    folder = REPOSITORY / name
+    model_path = folder / "1" / "model.onnx"
+    if evaluate_only:
+        training = json.loads((folder / "metrics.json").read_text())["training"]
+    else:
+        import torch
+
+        from training import volume_fit
+
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        steps = max(1, round(card.steps * scale))
+        trained = volume_fit.train(card, volume_fit.make_volumes(card, card.seed), steps, card.seed)
+        onnx_bytes = volume_fit.export(trained.net, card)
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        model_path.write_bytes(onnx_bytes)
+        training = {
+            "parameters": sum(p.numel() for p in trained.net.parameters()),
+            "onnx_bytes": len(onnx_bytes),
+            "steps": steps,
+            "batch": volume_fit.BATCH,
+            "crop": list(volume_fit.CROP),
+            "seconds": round(trained.seconds, 1),
+            "seed": card.seed,
+            "torch": torch.__version__,
+        }
+    record: dict[str, Any] = {"model": name, "training": training}
+    record.update(volume_eval.evaluate(card, open_session(str(model_path))))
+    (folder / "metrics.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    (folder / "config.pbtxt").write_text(render_config(card))
+    (folder / "README.md").write_text(render_volume_readme(card, record))
+    return record
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    names = [*CARDS, *TABLE_CARDS]
+    names = [*CARDS, *TABLE_CARDS, *VOLUME_CARDS]
     parser.add_argument("models", nargs="*", metavar="NAME", help=f"any of {', '.join(names)}")
     parser.add_argument(
         "--evaluate-only",
@@ -172,6 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     data = _Data()
     for name in args.models or names:
+        if name in VOLUME_CARDS:
+            log.info("training %s", name)
+            volume_record = _volume_model(name, args.evaluate_only, args.steps_scale)
+            log.info("%s: %s", name, json.dumps(volume_record["held_out"]))
+            continue
         if name in TABLE_CARDS:
             log.info("training %s", name)
             table_record = _table_model(name, args.evaluate_only, args.steps_scale)

@@ -31,6 +31,7 @@ from training.phantoms import LARGE_NODULE_MM
 __all__ = [
     "Trained",
     "export_onnx",
+    "optimise",
     "train_lesion_classifier",
     "train_lesion_detector",
     "train_lesion_segmenter_3d",
@@ -53,7 +54,8 @@ class Trained:
     seconds: float
 
 
-def _optimise(net: nn.Module, steps: int, lr: float, loss_of_step: Callable[[], Tensor]) -> float:
+def optimise(net: nn.Module, steps: int, lr: float, loss_of_step: Callable[[], Tensor]) -> float:
+    """AdamW under a one-cycle schedule for ``steps``; the seconds it took."""
     net.train()
     optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -64,7 +66,7 @@ def _optimise(net: nn.Module, steps: int, lr: float, loss_of_step: Callable[[], 
     for step in range(1, steps + 1):
         loss = loss_of_step()
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
         schedule.step()
         running += float(loss.detach())
@@ -126,7 +128,7 @@ def train_lesion_classifier(data: SliceSet, steps: int, seed: int) -> Trained:
         pooled = F.binary_cross_entropy_with_logits(logits.amax(dim=(2, 3)), target_images)
         return dense + pooled
 
-    seconds = _optimise(net, steps, 3e-3, loss_of_step)
+    seconds = optimise(net, steps, 3e-3, loss_of_step)
     return Trained(net, steps, seconds)
 
 
@@ -158,7 +160,7 @@ def train_lesion_size_regressor(data: SliceSet, steps: int, seed: int) -> Traine
         coverage_loss = F.binary_cross_entropy_with_logits(coverage_logits, target_coverage)
         return coverage_loss + diameter_loss
 
-    seconds = _optimise(net, steps, 3e-3, loss_of_step)
+    seconds = optimise(net, steps, 3e-3, loss_of_step)
     return Trained(net, steps, seconds)
 
 
@@ -208,7 +210,7 @@ def train_lesion_detector(data: SliceSet, steps: int, seed: int, top_k: int) -> 
         offset_loss = ((predicted_offset - _tensor(offset)).abs() * mask).sum() / count
         return _focal_loss(heat_logits, _tensor(heat)) + size_loss + offset_loss
 
-    seconds = _optimise(net, steps, 3e-3, loss_of_step)
+    seconds = optimise(net, steps, 3e-3, loss_of_step)
     return Trained(net, steps, seconds)
 
 
@@ -233,7 +235,7 @@ def train_lung_segmenter(data: SliceSet, steps: int, seed: int) -> Trained:
         logits = net.maps(_tensor(model_input(data.hu[index], rng)))
         return F.binary_cross_entropy_with_logits(logits, target) + _soft_dice_loss(logits, target)
 
-    seconds = _optimise(net, steps, 3e-3, loss_of_step)
+    seconds = optimise(net, steps, 3e-3, loss_of_step)
     return Trained(net, steps, seconds)
 
 
@@ -267,7 +269,7 @@ def train_lesion_segmenter_3d(data: SliceSet, steps: int, seed: int, crop: int) 
         logits = net.maps(_tensor(model_input(hu, rng)))
         return F.binary_cross_entropy_with_logits(logits, target) + _soft_dice_loss(logits, target)
 
-    seconds = _optimise(net, steps, 3e-3, loss_of_step)
+    seconds = optimise(net, steps, 3e-3, loss_of_step)
     return Trained(net, steps, seconds)
 
 
@@ -305,6 +307,8 @@ def onnx_file(
         external_data=False,
         verbose=False,
     )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
     model = program.model_proto
     model.ir_version = ONNX_IR_VERSION
     model.doc_string = doc

@@ -4,9 +4,6 @@ Each network has ``maps(x)``, the dense outputs the losses use, and ``forward(x)
 graph: the tensors of the serving contract (``probabilities``, ``values``, ``boxes`` and
 ``scores``), post-processing included, so that Triton returns ready-to-use values and the
 gateway needs no model-specific code.
-
-Class definitions carry ``type: ignore[misc]`` because torch is absent from the environment
-that type-checks the project, which makes ``nn.Module`` an unknown base.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequent
     )
 
 
-class LesionClassifierNet(nn.Module):  # type: ignore[misc]
+class LesionClassifierNet(nn.Module):
     """Per-cell logits on a stride-8 grid; an image is positive when any cell is.
 
     Max pooling over the grid lets the dense lesion masks supervise every cell while the
@@ -53,7 +50,7 @@ class LesionClassifierNet(nn.Module):  # type: ignore[misc]
         return torch.sigmoid(torch.amax(self.maps(x), dim=(2, 3)))
 
 
-class SizeRegressorNet(nn.Module):  # type: ignore[misc]
+class SizeRegressorNet(nn.Module):
     """Two stride-4 maps: lesion coverage of each cell, and the diameter of the lesion there.
 
     ``forward`` reduces them to ``[largest diameter (mm), total area (mm^2)]``. The diameter is
@@ -98,7 +95,7 @@ class SizeRegressorNet(nn.Module):  # type: ignore[misc]
         return torch.stack([largest, area], dim=1)
 
 
-class CenterNet(nn.Module):  # type: ignore[misc]
+class CenterNet(nn.Module):
     """CenterNet-style detector: centre heatmap, box size and sub-cell offset on a stride-4 grid.
 
     ``forward`` decodes inside the graph: local maxima of the heatmap (3 x 3 max pooling), the
@@ -118,7 +115,9 @@ class CenterNet(nn.Module):  # type: ignore[misc]
         self.fuse = _conv(56, 24)
         self.head = nn.Conv2d(24, 5, 1)
         with torch.no_grad():
-            self.head.bias[0] = -4.0
+            bias = self.head.bias
+            assert bias is not None
+            bias[0] = -4.0
 
     def maps(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Heatmap logits ``(B, H, W)``, log box size ``(B, 2, H, W)``, offset ``(B, 2, H, W)``."""
@@ -147,7 +146,7 @@ class CenterNet(nn.Module):  # type: ignore[misc]
         return boxes.clamp(0.0, limit), scores.unsqueeze(2)
 
 
-class UNet(nn.Module):  # type: ignore[misc]
+class UNet(nn.Module):
     """A three-level U-Net with a dilated bottleneck; ``forward`` gives sigmoid probabilities."""
 
     def __init__(

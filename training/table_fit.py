@@ -58,17 +58,20 @@ class Result:
     evaluation: dict[str, Any]
 
 
-class Standardise(nn.Module):  # type: ignore[misc]
+class Standardise(nn.Module):
     def __init__(self, values: npt.NDArray[np.float32]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.from_numpy(values.mean(axis=0)))
         self.register_buffer("scale", torch.from_numpy(1.0 / (values.std(axis=0) + 1e-6)))
 
+    mean: Tensor
+    scale: Tensor
+
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) * self.scale
 
 
-class TableNet(nn.Module):  # type: ignore[misc]
+class TableNet(nn.Module):
     """``features`` ``[B, 1, C]`` -> softmax probabilities, a sigmoid, or values
     (un-standardised). ``hidden``: the widths of the hidden layers (small for small tables)."""
 
@@ -104,7 +107,7 @@ class TableNet(nn.Module):  # type: ignore[misc]
         return out * self.target_sd + self.target_mean
 
 
-class HybridNet(nn.Module):  # type: ignore[misc]
+class HybridNet(nn.Module):
     """``image`` ``[B, 1, S, S]`` and ``features`` ``[B, 1, C]`` -> softmax over two classes.
 
     The image branch is the lesion classifier's network (per-cell nodule logits on a stride-8
@@ -138,7 +141,7 @@ def _optimise(net: nn.Module, steps: int, lr: float, loss: Callable[[], Tensor])
     for step in range(steps):
         optimiser.zero_grad()
         value = loss()
-        value.backward()
+        value.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
         schedule.step()
         if step % 500 == 0:

@@ -188,6 +188,13 @@ def test_3d_segmentation_as_seg_equals_the_aicoco_masks_on_every_slice(
     )
 
 
+def test_volumetric_segmentation_as_seg_equals_the_aicoco_masks_on_every_slice(
+    http: httpx.Client, series: list[Path], tmp_path: Path
+) -> None:
+    """The patch-based 3D model's labels come back on the series' own slices."""
+    check_segmentation(http, "chest_segmenter_3d", series, (256, 256), ["lung", "nodule"], tmp_path)
+
+
 def test_2d_segmentation_as_seg_equals_the_aicoco_masks(
     http: httpx.Client, ct_slice: list[Path], tmp_path: Path
 ) -> None:

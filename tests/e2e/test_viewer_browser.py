@@ -396,6 +396,24 @@ def test_3d_segmentation_scrolls_through_the_series_with_its_overlays(
     )
 
 
+def test_the_volumetric_model_draws_its_labels_on_the_original_slices(
+    page: Any, inputs: dict[str, list[Path]]
+) -> None:
+    """The patch-based model works on its own grid; the viewer gets labels on every slice as
+    sent, drawn as the document says."""
+    series = inputs["series"]
+    document = run_model(page, "chest_segmenter_3d", series[0].parent)
+    assert page.get_attribute("#slice", "max") == str(len(series) - 1)
+    image_ids = {image["file_name"]: image["id"] for image in document["images"]}
+    drawn = [z for z, path in enumerate(series) if annotations_on(document, image_ids[path.name])]
+    assert len(drawn) >= len(series) // 2, "the lungs span most slices"
+    for z in (drawn[0], drawn[len(drawn) // 2]):
+        go_to_slice(page, z)
+        image_id = image_ids[series[z].name]
+        assert current_image_id(page) == image_id
+        assert drawn_shapes(page) == shapes_of(annotations_on(document, image_id))
+
+
 def test_the_readme_shows_the_viewer_on_the_3d_model() -> None:
     """docs/viewer-3d.png is a copy of the page screenshot the 3D test saves (viewer-3d.png)."""
     picture = Image.open(README_SCREENSHOT)

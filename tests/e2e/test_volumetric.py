@@ -165,3 +165,34 @@ def test_a_volume_over_max_volume_voxels_is_a_413_before_any_patch(
     assert refusal(response) == (413, "volume_too_large")
     assert "MAX_VOLUME_VOXELS (5,000)" in response.json()["error"]["message"]
     assert 'gateway_progress_units_total{model="volume"' not in metrics
+
+
+def test_the_example_model_segments_a_phantom_as_its_card_says(
+    http: httpx.Client, tmp_path: Path
+) -> None:
+    """``chest_segmenter_3d`` from ``model_repository/``, as ``make run`` serves it, on a
+    phantom series of 2 mm slices of 1.4 mm pixels (its grid is 2.5 x 2 x 2 mm)."""
+    from training.metrics import dice
+    from training.phantoms import phantom_volume
+
+    volume = phantom_volume(
+        np.random.default_rng(23), 120, 256, lesions=[18.0, 25.0], slice_thickness_mm=2.0
+    )
+    volume_spacing = volume.spacing_mm
+    paths = make_ct_series(tmp_path, volume.hu, volume_spacing, shuffle=5)
+    response = http.post("/models/chest_segmenter_3d/invocations", **dicom_form(paths))  # type: ignore[arg-type]
+    assert response.status_code == 200, response.text
+    body = response.json()
+    names = {c["id"]: c["name"] for c in body["categories"]}
+    slice_of = {image["id"]: image["index"] for image in body["images"]}
+    objects = {obj["id"]: {names[i] for i in obj["category_ids"]} for obj in body["objects"]}
+    found = {name: np.zeros(volume.hu.shape, bool) for name in ("lung", "nodule")}
+    for annotation in body["annotations"]:
+        for name in objects[annotation["object_id"]] & set(found):
+            z = slice_of[annotation["image_id"]]
+            found[name][z] |= polygons_to_mask(annotation["segmentation"], volume.hu.shape[1:])
+    nodule = volume.lesion_labels > 0
+    assert dice(found["lung"], volume.lung & ~nodule) >= 0.9
+    assert dice(found["nodule"], nodule) >= 0.5
+    nodules = [obj for obj in objects.values() if obj == {"nodule"}]
+    assert len(nodules) >= 2, "instances: each nodule is an object of its own"

@@ -15,6 +15,7 @@ from tritonclient.grpc import model_config_pb2
 
 from training.cards import CARDS, ModelCard, render_config, render_readme
 from training.table_cards import TABLE_CARDS
+from training.volume_cards import VOLUME_CARDS
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 NAMES = sorted(CARDS)
@@ -41,7 +42,7 @@ def _parameters(name: str) -> dict[str, Any]:
 
 def test_repository_holds_exactly_the_example_models() -> None:
     folders = sorted(p.name for p in REPOSITORY.iterdir() if p.is_dir())
-    assert folders == sorted([*NAMES, *TABLE_CARDS])
+    assert folders == sorted([*NAMES, *TABLE_CARDS, *VOLUME_CARDS])
     index = (REPOSITORY / "README.md").read_text()
     for name in folders:
         assert f"[{name}]({name}/README.md)" in index
