@@ -163,10 +163,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def local_triton(workdir: Path) -> LocalTriton:
-    """The example models on a local Triton on free ports, its log in ``workdir``."""
+def local_triton(workdir: Path, repository: Path = ROOT / "model_repository") -> LocalTriton:
+    """The example models (or ``repository``) on a local Triton on free ports, its log in
+    ``workdir``."""
     return LocalTriton(
-        ROOT / "model_repository",
+        repository,
         grpc_port=0,
         http_port=0,
         metrics_port=0,
@@ -180,16 +181,16 @@ def gateway_process(
 ) -> Iterator[tuple[str, int]]:
     """``python -m gateway serve`` on a free port, with its default settings but ``settings``."""
     port = free_port()
-    env = dict(
-        os.environ,
-        PORT=str(port),
-        HOST="127.0.0.1",
-        TRITON_URL=grpc_url,
-        DEFAULT_MODEL=CLASSIFIER,
-        LOG_LEVEL="WARNING",
-        UPLOAD_DIR=str(upload_dir),
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "TRITON_URL": grpc_url,
+        "DEFAULT_MODEL": CLASSIFIER,
+        "LOG_LEVEL": "WARNING",
+        "UPLOAD_DIR": str(upload_dir),
         **(settings or {}),
-    )
+    }
     process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

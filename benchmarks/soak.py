@@ -31,7 +31,11 @@ What it shows, and why each part is there:
 
 ``--samples FILE`` writes every sample as CSV, for a closer look at what grew. The processes run
 as they do in production: the gateway with the image's ``GLIBC_TUNABLES`` (read from its
-Dockerfile), Triton on jemalloc as compose runs it (when Debian's ``libjemalloc2`` is installed).
+Dockerfile), Triton on jemalloc with :data:`TRITON_MALLOC_CONF` as compose runs it (when
+Debian's ``libjemalloc2`` is installed). Triton serves a copy of ``model_repository/`` taken at
+the start: it polls its repository, and a model added there during the hour (a retraining, a
+test) would otherwise load into the processes measured (it did once: a new backend stub, 36
+more Triton threads, 67 MiB more in the stubs).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import socket
 import tempfile
 import threading
@@ -56,7 +61,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.gateway_bench import gateway_process, local_triton, status_kib
+from benchmarks.gateway_bench import ROOT, gateway_process, local_triton, status_kib
 from benchmarks.tables_bench import write_table
 from tests.dockerfile import read_dockerfile, stages
 from tests.factories import chest_png, make_ct_series, phantom_hu
@@ -68,10 +73,11 @@ SAMPLE_S = 10.0
 SLOPE_WINDOW_S = 30 * 60.0
 QUIET_S = 3.0
 """Pause after the load stops before storage is checked."""
-REST_EVERY_S = 5 * 60.0
-REST_SETTLE_S = 5.0
-"""How long the clients rest, once nothing is in flight, before the at-rest sample: what a
-process frees is back with the allocator (jemalloc purges on a timer of seconds)."""
+REST_EVERY_S = 150.0
+"""Twelve rests in the slope's window of 30 minutes."""
+REST_SETTLE_S = 15.0
+"""How long the clients rest, once nothing is in flight, before the at-rest sample: longer than
+jemalloc's decay (10 s), so what Triton freed is back with the system."""
 REST_TIMEOUT_S = 120.0
 MAX_IN_FLIGHT = 4
 """The gateway's default, which the load doubles."""
@@ -95,6 +101,10 @@ STATUS_FIELDS = {"rss": "VmRSS", "anon": "RssAnon", "shmem": "RssShmem", "file":
 TIMEOUT_S = 300.0
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 """Debian's jemalloc (``make packages`` installs it): Triton runs on it in compose."""
+TRITON_MALLOC_CONF = "background_thread:true"
+"""jemalloc's setting for Triton, as compose and the Kubernetes manifests set it (a test checks
+they agree): background threads return freed pages on jemalloc's decay timer even when no
+request arrives, so an idle Triton gives memory back, and a sample at rest sees it."""
 IMAGE_VARIABLES = ("GLIBC_TUNABLES",)
 """What the gateway image sets for the process beyond its settings: the soak runs it so too."""
 
@@ -536,20 +546,22 @@ def quarters(samples: list[Sample], key: str) -> str:
 
 @contextlib.contextmanager
 def triton_running(triton: LocalTriton, preload: str | None) -> Iterator[None]:
-    """Triton running, started with ``LD_PRELOAD=preload`` if given: it and its stubs inherit
-    this process's environment at start, which is then put back for the gateway."""
+    """Triton running, started with ``LD_PRELOAD=preload`` and :data:`TRITON_MALLOC_CONF` if
+    given: it and its stubs inherit this process's environment at start, which is then put back
+    for the gateway."""
     if preload is not None and not Path(preload).is_file():
         raise SystemExit(f"--triton-preload: no such file {preload}")
-    saved = os.environ.get("LD_PRELOAD")
+    saved = {name: os.environ.get(name) for name in ("LD_PRELOAD", "MALLOC_CONF")}
     if preload is not None:
-        os.environ["LD_PRELOAD"] = preload
+        os.environ.update(LD_PRELOAD=preload, MALLOC_CONF=TRITON_MALLOC_CONF)
     try:
         triton.start()
     finally:
-        if saved is None:
-            os.environ.pop("LD_PRELOAD", None)
-        else:
-            os.environ["LD_PRELOAD"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     try:
         yield
     finally:
@@ -597,7 +609,10 @@ def main(argv: list[str]) -> int:
         upload_dir, records_dir = workdir / "uploads", workdir / "records"
         upload_dir.mkdir()
         settings = {**SETTINGS, "RECORDS_DIR": str(records_dir), **extra}
-        triton = local_triton(workdir)
+        # A copy: Triton polls its repository, and a model added to model_repository/ during
+        # the hour (a retraining, a test) would load into the processes being measured.
+        snapshot = shutil.copytree(ROOT / "model_repository", workdir / "model_repository")
+        triton = local_triton(workdir, snapshot)
         with (
             triton_running(triton, preload),
             gateway_process(triton.grpc_url, upload_dir, settings) as (url, pid),

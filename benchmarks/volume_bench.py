@@ -186,13 +186,14 @@ def main(argv: list[str]) -> int:
             check=True,
         )
         theirs = json.loads(child.stdout.strip().splitlines()[-1])
+        print(
+            f"  baseline (MONAI + ONNX Runtime, one process): {theirs['seconds']:.1f} s, "
+            f"{theirs['patches'] / theirs['seconds']:.1f} patches/s",
+            flush=True,
+        )
         ours = gateway_run(folder, workdir)
     ratio = ours["seconds"] / theirs["seconds"]
     patches = len(plan.starts)
-    print(
-        f"  baseline (MONAI + ONNX Runtime, one process): {theirs['seconds']:.1f} s, "
-        f"{theirs['patches'] / theirs['seconds']:.1f} patches/s"
-    )
     print(f"  gateway + Triton: {ours['seconds']:.1f} s, {patches / ours['seconds']:.1f} patches/s")
     print(
         f"  time: {ratio:.2f} x the baseline "

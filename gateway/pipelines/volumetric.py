@@ -73,8 +73,9 @@ from gateway.volumes import intensity, windows
 from gateway.volumes.grid import Float32Array, Resampling, Shape, Spacing
 from gateway.volumes.windows import Accumulator, Plan
 
-DECISION_BLOCK_VOXELS = 1 << 23
-"""Original-grid voxels x channels of probabilities interpolated at once (32 MiB of float32)."""
+DECISION_BLOCK_VOXELS = 1 << 21
+"""Original-grid voxels x channels of probabilities interpolated at once (8 MiB of float32, two
+512 x 512 slices of three channels): the decision's temporaries stay small beside the masks."""
 
 
 @dataclass

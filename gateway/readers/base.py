@@ -33,8 +33,8 @@ class ReadLimits:
 
     @classmethod
     def of(cls, settings: Settings) -> ReadLimits:
-        """The bounds every route that reads images applies, from ``MAX_PIXELS_PER_IMAGE`` and
-        ``MAX_TOTAL_VOXELS``."""
+        """The bounds every route that reads images applies, from ``MAX_PIXELS_PER_IMAGE``,
+        ``MAX_TOTAL_VOXELS`` and ``MAX_VOLUME_VOXELS``."""
         return cls(
             settings.max_pixels_per_image, settings.max_total_voxels, settings.max_volume_voxels
         )

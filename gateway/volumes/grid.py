@@ -58,10 +58,14 @@ class Axis:
         shape = [1] * values.ndim
         shape[axis] = -1
         weight = self.weight.reshape(shape)
+        # take() copies, so both may be scaled in place: two arrays of the output's size, not
+        # four (a block of a 512 x 512 volume's probabilities is tens of MiB).
         low = np.take(values, self.first, axis=axis).astype(np.float32, copy=False)
         high = np.take(values, self.second, axis=axis).astype(np.float32, copy=False)
-        out: Float32Array = low * (np.float32(1.0) - weight)
-        out += high * weight
+        low *= np.float32(1.0) - weight
+        high *= weight
+        low += high
+        out: Float32Array = low
         return out
 
 

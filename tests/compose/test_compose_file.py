@@ -397,3 +397,11 @@ def test_compose_cli_accepts_the_file(
     assert {key: str(value) for key, value in environment.items()} == {
         key: str(value) for key, value in expected.items()
     }
+
+
+def test_triton_runs_on_jemalloc_as_the_soak_measured_it(triton: dict[str, Any]) -> None:
+    from benchmarks.soak import TRITON_MALLOC_CONF
+
+    environment = triton["environment"]
+    assert environment["LD_PRELOAD"].endswith("/libjemalloc.so")
+    assert environment["MALLOC_CONF"] == TRITON_MALLOC_CONF

@@ -137,6 +137,16 @@ def test_the_manifests_say_what_the_service_says(overlay: str) -> None:
     assert str(settings.upload_dir) in mounts
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_triton_runs_on_jemalloc_as_compose_and_the_soak(overlay: str) -> None:
+    from benchmarks.soak import TRITON_MALLOC_CONF
+
+    triton = container(find(render(overlay), "Deployment", "triton"), "triton")
+    environment = {item["name"]: item["value"] for item in triton["env"]}
+    assert environment["LD_PRELOAD"].endswith("/libjemalloc.so")
+    assert environment["MALLOC_CONF"] == TRITON_MALLOC_CONF
+
+
 def test_only_the_gateway_reaches_triton_grpc() -> None:
     objects = render("gpu")
     policy = find(objects, "NetworkPolicy", "triton-only-from-gateway")
