@@ -49,8 +49,11 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # SIGTERM (docker stop, systemd, a supervisor) takes the same clean path as Ctrl-C.
+    # SIGTERM (docker stop, systemd, a supervisor) takes the same clean path as Ctrl-C. SIGINT
+    # is set too: a process started with it ignored (a shell's background job) gets no
+    # KeyboardInterrupt from Python, and would ignore Ctrl-C's signal.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     triton = LocalTriton(
         args.repository,
         grpc_port=args.grpc_port,

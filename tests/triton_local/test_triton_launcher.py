@@ -171,10 +171,17 @@ def test_a_killed_launcher_takes_the_server_with_it(repository: Path, tmp_path: 
     assert not wait_until_gone(repository)
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("started_ignoring_sigint", [False, True])
 def test_cli_stops_cleanly_when_interrupted(
-    repository: Path, tmp_path: Path, signum: signal.Signals
+    repository: Path, tmp_path: Path, signum: signal.Signals, started_ignoring_sigint: bool
 ) -> None:
+    """Also when started with SIGINT ignored, as a shell starts a background job (``make test
+    &``): Python then installs no SIGINT handler of its own, and Ctrl-C's signal was lost."""
     cli = subprocess.Popen(
         [
             sys.executable,
@@ -189,6 +196,7 @@ def test_cli_stops_cleanly_when_interrupted(
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=_ignore_sigint if started_ignoring_sigint else None,
     )
     assert cli.stdout is not None
     ready = cli.stdout.readline()
