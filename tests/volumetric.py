@@ -11,7 +11,6 @@ bright structures. The oracle runs the same ONNX file with ONNX Runtime inside M
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper
+
+from training.cards import parameter_texts
 
 OPSET = 17
 HIDDEN = 4
@@ -79,10 +80,7 @@ class VolumeModel:
 
     def parameter_texts(self) -> dict[str, str]:
         """Each parameter's ``string_value``: JSON, the task's name as it is."""
-        return {
-            key: value if isinstance(value, str) else json.dumps(value)
-            for key, value in self.parameters().items()
-        }
+        return parameter_texts(self.parameters())
 
     def config(self, name: str) -> str:
         dims = ", ".join(map(str, self.roi))

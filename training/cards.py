@@ -14,7 +14,15 @@ from typing import Any, ClassVar, Protocol
 
 from training.phantoms import FIELD_OF_VIEW_MM, LARGE_NODULE_MM, LUNG_WINDOW
 
-__all__ = ["CARDS", "MetricRow", "ModelCard", "TensorSpec", "render_config", "render_readme"]
+__all__ = [
+    "CARDS",
+    "MetricRow",
+    "ModelCard",
+    "TensorSpec",
+    "parameter_texts",
+    "render_config",
+    "render_readme",
+]
 
 
 @dataclass(frozen=True)
@@ -78,10 +86,14 @@ class ModelCard:
             values["aicoco.regressions"] = [dict(r) for r in self.regressions]
         values["aicoco.input"] = preprocessing
         values["aicoco.output"] = dict(self.output)
-        return {
-            key: value if isinstance(value, str) else json.dumps(value)
-            for key, value in values.items()
-        }
+        return parameter_texts(values)
+
+
+def parameter_texts(values: Mapping[str, Any]) -> dict[str, str]:
+    """Each parameter as its ``string_value``: JSON, but a plain string (the task) as it is."""
+    return {
+        key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()
+    }
 
 
 def _dims(dims: tuple[int, ...]) -> str:

@@ -7,12 +7,11 @@ committed files with the cards.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from training.cards import MetricRow, TensorSpec, readme_tail, render_config
+from training.cards import MetricRow, TensorSpec, parameter_texts, readme_tail, render_config
 from training.phantoms import LUNG_WINDOW
 from training.tables import (
     BREAST_CANCER_COLUMNS,
@@ -79,10 +78,7 @@ class TableCard:
                 "dims": 2,
             }
         values["aicoco.output"] = dict(self.output)
-        return {
-            key: value if isinstance(value, str) else json.dumps(value)
-            for key, value in values.items()
-        }
+        return parameter_texts(values)
 
 
 def render_table_config(card: TableCard) -> str:

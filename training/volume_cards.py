@@ -7,7 +7,6 @@ committed files with the card.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -16,6 +15,7 @@ from training.cards import (
     LESION_SEGMENTER_3D,
     MetricRow,
     TensorSpec,
+    parameter_texts,
     readme_tail,
 )
 from training.phantoms import FIELD_OF_VIEW_MM, LUNG_WINDOW
@@ -66,10 +66,7 @@ class VolumeCard:
             "aicoco.sliding_window": {"roi": list(self.roi), **self.window},
             "aicoco.output": {"activation": "softmax", "decision": "argmax", "instances": True},
         }
-        return {
-            key: value if isinstance(value, str) else json.dumps(value)
-            for key, value in values.items()
-        }
+        return parameter_texts(values)
 
 
 def render_volume_readme(card: VolumeCard, record: Mapping[str, Any]) -> str:

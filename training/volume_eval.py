@@ -17,8 +17,9 @@ import onnxruntime as ort
 from scipy import ndimage
 
 from gateway.volumes import intensity
+from gateway.volumes.activation import activate
 from gateway.volumes.grid import Resampling
-from gateway.volumes.windows import Accumulator, Plan, pad
+from gateway.volumes.windows import Accumulator, Plan
 from training.metrics import dice
 from training.phantoms import LUNG_WINDOW, PhantomVolume, phantom_volume
 from training.volume_cards import VolumeCard
@@ -42,7 +43,7 @@ def segment(
     volume = forward.apply(hu, then=intensity.window(*LUNG_WINDOW))
     overlap = float(window["overlap"])
     plan = Plan.of(forward.shape_out, card.roi, (overlap,) * 3, window["blend"], 0.125)
-    padded = pad(volume, card.roi, "constant", 0.0)
+    padded = plan.pad(volume, "constant", 0.0)
     accumulator = Accumulator(plan, card.channels)
     for first in range(0, len(plan.starts), card.max_batch_size):
         starts = plan.starts[first : first + card.max_batch_size]
@@ -50,9 +51,7 @@ def segment(
         for start, answer in zip(starts, logits, strict=True):
             accumulator.add(start, answer)
     blended = accumulator.result()
-    blended -= blended.max(axis=0, keepdims=True)
-    np.exp(blended, out=blended)
-    blended /= blended.sum(axis=0, keepdims=True)
+    activate(blended, "softmax")
     labels = np.empty(shape, dtype=np.uint8)
     for first_slice, block in forward.inverse(spacing, card.spacing).blocks(blended):
         labels[first_slice : first_slice + block.shape[1]] = block.argmax(axis=0)

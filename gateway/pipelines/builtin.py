@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, NoReturn, TypeVar
+from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 
 import numpy as np
 
@@ -86,21 +86,22 @@ class Scan:
         return self.shape[1], self.shape[2]
 
 
-class BuiltinPipeline(AiCOCOImagePipeline, Generic[S]):
-    """Shared stages: read with the gateway's readers, preprocess per ``aicoco.input``, format
-    with the task's strategy. ``S`` is the task's output spec (``aicoco.output``)."""
+class Sliced(Protocol):
+    """What a built-in pipeline's read stage leaves for ``output_formatter``."""
+
+    slice_images: list[AiImage]
+    """The entry of each slice of the stack as read."""
+
+
+class SlicesPipeline(AiCOCOImagePipeline):
+    """What every built-in image pipeline shares, 2D or volumetric: the network is the model
+    Triton serves under the binding's name, the categories and regressions are the parameters',
+    and the answer is the task's strategy over the slices as read (a volume's entries in index
+    order)."""
 
     strategy: ClassVar[OutputStrategy]
     network: TritonModel
-
-    def __init__(self, binding: PipelineBinding, params: ModelParams[S]) -> None:
-        self.params = params
-        super().__init__(binding)
-        _check_input(binding.config, params)
-        self.check_outputs(binding.config)
-
-    def check_outputs(self, config: ModelConfig) -> None:
-        """Refuse a model whose outputs are not the ones this task reads."""
+    params: Answers
 
     def define_inference_network(self) -> TritonModel:
         return TritonModel(self.model_name)
@@ -110,6 +111,39 @@ class BuiltinPipeline(AiCOCOImagePipeline, Generic[S]):
 
     def set_regressions(self) -> Sequence[RegressionSpec]:
         return self.params.regressions
+
+    def output_formatter(
+        self,
+        model_out: Any,
+        *,
+        categories: Sequence[CategorySpec],
+        regressions: Sequence[RegressionSpec],
+        data: Sliced,
+        ids: IdGenerator,
+    ) -> AiCOCOOutput:
+        return self.strategy(
+            model_out,
+            images=data.slice_images,
+            categories=categories,
+            regressions=regressions,
+            ids=ids,
+        )
+
+
+class BuiltinPipeline(SlicesPipeline, Generic[S]):
+    """Shared stages of the 2D-model pipelines: read with the gateway's readers, preprocess per
+    ``aicoco.input``. ``S`` is the task's output spec (``aicoco.output``)."""
+
+    params: ModelParams[S]
+
+    def __init__(self, binding: PipelineBinding, params: ModelParams[S]) -> None:
+        self.params = params
+        super().__init__(binding)
+        _check_input(binding.config, params)
+        self.check_outputs(binding.config)
+
+    def check_outputs(self, config: ModelConfig) -> None:
+        """Refuse a model whose outputs are not the ones this task reads."""
 
     def data_reader(
         self,
@@ -125,24 +159,6 @@ class BuiltinPipeline(AiCOCOImagePipeline, Generic[S]):
         """The ``image`` input of the whole stack; the scan gives its pixels up."""
         pixels = data.take_pixels()
         return to_model_input(pixels, hounsfield=data.hounsfield, spec=self.params.input)
-
-    def output_formatter(
-        self,
-        model_out: Any,
-        *,
-        categories: Sequence[CategorySpec],
-        regressions: Sequence[RegressionSpec],
-        data: Scan,
-        ids: IdGenerator,
-    ) -> AiCOCOOutput:
-        """The task's strategy over the slices as read (a volume's entries in index order)."""
-        return self.strategy(
-            model_out,
-            images=data.slice_images,
-            categories=categories,
-            regressions=regressions,
-            ids=ids,
-        )
 
     def output(self, out: Mapping[str, np.ndarray], name: str, ndim: int) -> np.ndarray:
         """The output ``name`` with ``ndim`` dims (batch included), or a clear model error."""

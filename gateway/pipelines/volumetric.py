@@ -34,10 +34,7 @@ from typing import Any
 import numpy as np
 
 from aicoco import (
-    AiCOCOOutput,
     AiImage,
-    CategorySpec,
-    IdGenerator,
     RegressionSpec,
     SegmentationStrategy,
 )
@@ -51,9 +48,10 @@ from gateway.errors import (
 )
 from gateway.inference import Upload
 from gateway.pipelines import postprocessing as post
-from gateway.pipelines.base import AiCOCOImagePipeline, PipelineBinding, TritonModel
+from gateway.pipelines.base import PipelineBinding
 from gateway.pipelines.builtin import (
     INPUT,
+    SlicesPipeline,
     check_batched,
     check_no_other_inputs,
     check_tensor,
@@ -70,6 +68,7 @@ from gateway.pipelines.params import (
 from gateway.readers import read_images
 from gateway.triton.batching import gather_or_cancel
 from gateway.volumes import intensity, windows
+from gateway.volumes.activation import activate
 from gateway.volumes.grid import Float32Array, Resampling, Shape, Spacing
 from gateway.volumes.windows import Accumulator, Plan
 
@@ -106,9 +105,9 @@ class Blend:
     back: Resampling | None
 
 
-class VolumetricSegmentationPipeline(AiCOCOImagePipeline):
+class VolumetricSegmentationPipeline(SlicesPipeline):
     strategy = SegmentationStrategy()
-    network: TritonModel
+    params: VolumeParams
 
     def __init__(self, binding: PipelineBinding, params: VolumeParams) -> None:
         self.params = params
@@ -133,12 +132,6 @@ class VolumetricSegmentationPipeline(AiCOCOImagePipeline):
         """The model's output channels: a background channel first for ``argmax``."""
         extra = 1 if self.params.output.decision == "argmax" else 0
         return len(self.params.categories) + extra
-
-    def define_inference_network(self) -> TritonModel:
-        return TritonModel(self.model_name)
-
-    def set_categories(self) -> Sequence[CategorySpec]:
-        return self.params.categories
 
     def set_regressions(self) -> Sequence[RegressionSpec]:
         return ()
@@ -193,7 +186,7 @@ class VolumetricSegmentationPipeline(AiCOCOImagePipeline):
         del pixels
         if isinstance(spec.intensity, VolumeZScoreIntensity):
             intensity.volume_zscore(volume)(volume)
-        volume = windows.pad(volume, window.roi, window.padding, window.padding_value)
+        volume = plan.pad(volume, window.padding, window.padding_value)
         back = None
         if forward is not None and data.spacing is not None and spec.spacing is not None:
             back = forward.inverse(data.spacing, spec.spacing)
@@ -259,7 +252,7 @@ class VolumetricSegmentationPipeline(AiCOCOImagePipeline):
         """``(C, Z, H, W)`` masks or instance labels on the slices as sent, in index order."""
         spec = self.params.output
         probabilities = out.accumulator.result()
-        _activate(probabilities, spec.activation)
+        activate(probabilities, spec.activation)
         stack = post.MaskStack(len(self.categories), data.shape[0], data.shape[1:])
         block = max(1, DECISION_BLOCK_VOXELS // (self.channels * data.shape[1] * data.shape[2]))
         for start, values in _on_grid(probabilities, out.back, block):
@@ -267,23 +260,6 @@ class VolumetricSegmentationPipeline(AiCOCOImagePipeline):
         del probabilities, out
         return stack.result(
             instances=spec.instances, volumetric=True, order=post.index_order(data.slice_images)
-        )
-
-    def output_formatter(
-        self,
-        model_out: Any,
-        *,
-        categories: Sequence[CategorySpec],
-        regressions: Sequence[RegressionSpec],
-        data: Volume,
-        ids: IdGenerator,
-    ) -> AiCOCOOutput:
-        return self.strategy(
-            model_out,
-            images=data.slice_images,
-            categories=categories,
-            regressions=regressions,
-            ids=ids,
         )
 
 
@@ -331,23 +307,6 @@ def _blend(
         answers = np.flip(answers, axis=tuple(2 + axis for axis in flip))
     for start, answer in zip(starts, answers, strict=True):
         accumulator.add(start, answer * share if share != 1 else answer, weigh=weigh)
-
-
-def _activate(values: Float32Array, activation: str) -> None:
-    """Softmax over the channels (axis 0) or a sigmoid, in place, a block of slices at a time."""
-    if activation == "none":
-        return
-    for start in range(0, values.shape[1], 8):
-        block = values[:, start : start + 8]
-        if activation == "sigmoid":
-            np.negative(block, out=block)
-            np.exp(block, out=block)
-            block += np.float32(1.0)
-            np.reciprocal(block, out=block)
-            continue
-        block -= block.max(axis=0, keepdims=True)
-        np.exp(block, out=block)
-        block /= block.sum(axis=0, keepdims=True)
 
 
 def _on_grid(

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 
-Float32Array = npt.NDArray[np.float32]
-Shape = tuple[int, int, int]
+from gateway.volumes.grid import Float32Array, Shape
+
 Blend = Literal["constant", "gaussian"]
 Padding = Literal["constant", "replicate", "reflect"]
 
@@ -68,16 +67,9 @@ def pad_widths(shape: Shape, roi: Shape) -> tuple[tuple[int, int], ...]:
     return tuple(widths)
 
 
-def pad(volume: Float32Array, roi: Shape, mode: Padding, value: float) -> Float32Array:
-    """``volume`` padded up to ``roi`` where it is shorter; itself where it is not."""
-    widths = pad_widths(volume.shape[-3:], roi)
-    if not any(before or after for before, after in widths):
-        return volume
-    if mode == "constant":
-        padded: Float32Array = np.pad(volume, widths, mode="constant", constant_values=value)
-    else:
-        padded = np.pad(volume, widths, mode=_NUMPY_PAD[mode])  # type: ignore[call-overload]
-    return padded
+def _padded(shape: Shape, padding: tuple[tuple[int, int], ...]) -> Shape:
+    z, y, x = (n + before + after for n, (before, after) in zip(shape, padding, strict=True))
+    return z, y, x
 
 
 def importance_map(roi: Shape, blend: Blend, sigma_scale: float) -> Float32Array:
@@ -119,8 +111,7 @@ class Plan:
         cls, shape: Shape, roi: Shape, overlap: Sequence[float], blend: Blend, sigma_scale: float
     ) -> Plan:
         padding = pad_widths(shape, roi)
-        z, y, x = (n + before + after for n, (before, after) in zip(shape, padding, strict=True))
-        padded = (z, y, x)
+        padded = _padded(shape, padding)
         return cls(
             shape,
             roi,
@@ -131,8 +122,28 @@ class Plan:
 
     @property
     def padded_shape(self) -> Shape:
-        z, y, x = (n + b + a for n, (b, a) in zip(self.shape, self.padding, strict=True))
-        return z, y, x
+        return _padded(self.shape, self.padding)
+
+    @property
+    def crop(self) -> tuple[slice, ...]:
+        """The volume before padding, within the padded one."""
+        return tuple(
+            slice(before, before + n)
+            for n, (before, _) in zip(self.shape, self.padding, strict=True)
+        )
+
+    def pad(self, volume: Float32Array, mode: Padding, value: float) -> Float32Array:
+        """``volume`` (of :attr:`shape`) padded up to the ROI where it is shorter, with MONAI's
+        ``padding_mode`` (and ``cval`` for ``constant``); itself where it is not."""
+        if self.padded_shape == self.shape:
+            return volume
+        if mode == "constant":
+            padded: Float32Array = np.pad(
+                volume, self.padding, mode="constant", constant_values=value
+            )
+        else:
+            padded = np.pad(volume, self.padding, mode=_NUMPY_PAD[mode])  # type: ignore[call-overload]
+        return padded
 
     def window(self, start: Shape) -> tuple[slice, slice, slice]:
         z, y, x = (slice(s, s + r) for s, r in zip(start, self.roi, strict=True))
@@ -172,8 +183,5 @@ class Accumulator:
         """``(channels, *shape)``: the blend, cropped to the volume before padding. Divides in
         place: the accumulator is spent."""
         self.sums /= self.counts
-        crop = tuple(
-            slice(b, b + n) for n, (b, _) in zip(self.plan.shape, self.plan.padding, strict=True)
-        )
-        cropped: Float32Array = self.sums[(slice(None), *crop)]
+        cropped: Float32Array = self.sums[(slice(None), *self.plan.crop)]
         return cropped

@@ -26,7 +26,7 @@ from monai.transforms import (
 
 from gateway.volumes import intensity
 from gateway.volumes.grid import Resampling, resampled_shape
-from gateway.volumes.windows import Accumulator, Plan, mirrorings, pad
+from gateway.volumes.windows import Accumulator, Plan, mirrorings
 
 
 def monai_spacing(
@@ -140,7 +140,7 @@ def test_patches_weights_and_blend_are_sliding_window_inferences(
         padding_mode=padding,
     )[0].numpy()
     plan = Plan.of(shape, roi, (overlap,) * 3, blend, 0.125)  # type: ignore[arg-type]
-    padded = pad(volume, roi, padding, 0.0)  # type: ignore[arg-type]
+    padded = plan.pad(volume, padding, 0.0)  # type: ignore[arg-type]
     accumulator = Accumulator(plan, 3)
     for start in reversed(plan.starts):  # any order: the answers arrive as Triton finishes
         answer = position_dependent(torch.from_numpy(plan.patches(padded, [start])))

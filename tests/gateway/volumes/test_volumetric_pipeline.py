@@ -33,6 +33,7 @@ from gateway.readers import ReadLimits
 from gateway.readers.tables import TableLimits
 from gateway.records import RecordsStore
 from gateway.triton import ModelConfig, TensorSpec, TritonClient
+from gateway.volumes.activation import activate
 from tests.volumetric import VolumeModel, monai_pipeline, ort_predictor, phantom_ct
 
 pytestmark = pytest.mark.anyio
@@ -107,14 +108,6 @@ def volume_of(hu: np.ndarray, spacing: tuple[float, float, float] | None) -> Vol
     return Volume(hu.copy(), spacing, images, (z, y, x))
 
 
-async def run(pipeline: VolumetricSegmentationPipeline, data: Volume) -> tuple[Any, np.ndarray]:
-    prepared = pipeline.preprocess(data)
-    blend = await pipeline.inference(prepared)
-    probabilities = blend.accumulator.sums.copy()  # before postprocess spends it
-    labels = pipeline.postprocess(blend, data=data)
-    return probabilities, labels
-
-
 CASES = {
     "anisotropic, gaussian, overlap 0.5": VolumeModel(),
     "overlap 0.25, constant": VolumeModel(overlap=0.25, blend="constant"),
@@ -143,9 +136,7 @@ async def test_the_pipeline_agrees_with_monai(
     blend = await pipeline.inference(prepared)
     blended = blend.accumulator.result()
     probabilities = blended.copy()
-    from gateway.pipelines.volumetric import _activate
-
-    _activate(probabilities, model.activation)
+    activate(probabilities, model.activation)
     np.testing.assert_allclose(probabilities, oracle.probabilities, atol=1e-4)
 
     data = volume_of(hu, CT_SPACING)
