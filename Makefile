@@ -35,10 +35,11 @@ serve: $(STAMP) ## Start the gateway alone against TRITON_URL
 triton: $(STAMP) ## Start local Triton alone on model_repository/
 	$(PY) -m triton_local
 
-packages: ## System programs the tests drive (Chromium, Orthanc, dciodvfy, jemalloc for the soak), installed when missing and possible
+packages: ## System programs the tests drive (Chromium, Orthanc, dciodvfy, PostgreSQL, jemalloc for the soak), installed when missing and possible
 	@scripts/ensure-debian-packages chromium=chromium dciodvfy=dicom3tools Orthanc=orthanc \
 		$(ORTHANC_PLUGINS)/libOrthancDicomWeb.so=orthanc-dicomweb \
-		/usr/lib/$(shell uname -m)-linux-gnu/libjemalloc.so.2=libjemalloc2
+		/usr/lib/$(shell uname -m)-linux-gnu/libjemalloc.so.2=libjemalloc2 \
+		/usr/lib/postgresql=postgresql
 
 test: $(STAMP) packages check ## Lint, type-check and run every test (starts a real local Triton)
 	$(PY) -m pytest

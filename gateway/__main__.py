@@ -81,7 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     send.add_argument(
         "--records", type=Path, help="tables: download the answer's records (JSON Lines) here"
     )
-    send.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
+    send.add_argument(
+        "--job",
+        action="store_true",
+        help="submit as a job and follow it (progress on stderr; Ctrl-C cancels it): for long "
+        "work, e.g. a CT series through a volumetric model",
+    )
+    send.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for the answer (with --job: for each call)",
+    )
     new_key = commands.add_parser(
         "new-key", help="make an API key; prints the key (for the client) and its API_KEYS entry"
     )
@@ -113,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             save=args.save,
             window_size=args.window_size,
             records=args.records,
+            job=args.job,
         )
     try:
         settings = Settings.from_env()

@@ -68,20 +68,25 @@ class InferenceQueue:
         self._wait = metrics.queue_wait_seconds
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one slot for the body of the ``async with``; waits in turn for it."""
-        await self._acquire()
+    async def slot(self, *, patient: bool = False) -> AsyncIterator[None]:
+        """Hold one slot for the body of the ``async with``; waits in turn for it.
+
+        A ``patient`` waiter (a job's worker: ``JOB_WORKERS`` of them at most) waits in the same
+        line but without ``QUEUE_TIMEOUT_S`` and outside ``MAX_QUEUE``: a job waits in its
+        store, not at a client's expense, so it is never refused for a busy gateway.
+        """
+        await self._acquire(patient)
         try:
             yield
         finally:
             self._release()
 
-    async def _acquire(self) -> None:
+    async def _acquire(self, patient: bool) -> None:
         started = time.perf_counter()
         if self.count < self.limit and not self._waiters:
             self._take(started)
             return
-        if len(self._waiters) >= self.max_queue:
+        if not patient and len(self._waiters) >= self.max_queue:
             raise ServerBusy(
                 f"{self.limit} inference requests are running and {len(self._waiters)} are "
                 f"waiting (MAX_IN_FLIGHT, MAX_QUEUE); retry shortly",
@@ -91,7 +96,7 @@ class InferenceQueue:
         self._waiters.append(waiter)
         self._depth.set(len(self._waiters))
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.timeout_s)
+            await asyncio.wait_for(asyncio.shield(waiter), None if patient else self.timeout_s)
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled():
                 # The slot was handed over just as the wait ended: pass it on, unused.

@@ -28,6 +28,12 @@ from gateway.auth import AUDIT
 from gateway.cpu_pool import CpuPool
 from gateway.dicomweb.client import DicomwebClient
 from gateway.errors import ApiError, InternalError, MethodNotAllowed, RouteNotFound
+from gateway.jobs.board import JobBoard
+from gateway.jobs.callbacks import CallbackSender
+from gateway.jobs.files import JobFiles
+from gateway.jobs.store import JobStore, database_of
+from gateway.jobs.upkeep import Upkeep
+from gateway.jobs.worker import JobWorkers
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
@@ -78,6 +84,12 @@ def create_app(
                 client = TritonClient(settings.triton_url, settings.triton_timeout_s, grpc=pool)
                 health, models = client, ModelCatalog(client, settings, cpu, records, pipelines)
             pacs = DicomwebClient(settings) if settings.dicomweb_url else None
+            board = JobBoard(
+                settings,
+                JobStore(database_of(settings.jobs_database_url, settings.jobs_dir)),
+                JobFiles(settings.jobs_dir),
+                metrics,
+            )
             service = Service(
                 settings=settings,
                 metrics=metrics,
@@ -91,15 +103,21 @@ def create_app(
                 triton=health,
                 openapi=openapi_document(settings, served),
                 records=records,
+                jobs=board,
                 pacs=pacs,
             )
             sweeper = asyncio.create_task(_sweep_records(records, cpu))
+            jobs = _start_jobs(service)
             try:
                 await _warm_up(service)
                 yield {"service": service}
             finally:
                 logger.info("shutting down")
                 sweeper.cancel()
+                for task in jobs:
+                    task.cancel()
+                await asyncio.gather(*jobs, return_exceptions=True)
+                await asyncio.to_thread(board.store.close)
                 if client is not None:
                     await client.close()
                 if pacs is not None:
@@ -126,6 +144,22 @@ async def _sweep_records(records: RecordsStore, cpu: CpuPool) -> None:
         except OSError as exc:
             logger.warning("records sweep failed: %s", exc)
         await asyncio.sleep(period)
+
+
+def _start_jobs(service: Service) -> list[asyncio.Task[None]]:
+    """The job workers, the upkeep and the callback sender of this process."""
+    board, settings = service.jobs, service.settings
+    upkeep = Upkeep(board)
+    sender = CallbackSender(board.store, settings)
+
+    def ended() -> None:
+        upkeep.wake()
+        sender.wake()
+
+    board.on_end = ended
+    workers = JobWorkers(service, board)
+    tasks = [asyncio.create_task(workers.run()) for _ in range(settings.job_workers)]
+    return [*tasks, asyncio.create_task(upkeep.run()), asyncio.create_task(sender.run())]
 
 
 async def _warm_up(service: Service) -> None:

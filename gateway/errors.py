@@ -22,8 +22,10 @@ The tree, by HTTP status (catch a parent to catch its children)::
     ├── RouteNotFound                    404 not_found
     ├── StudyNotFound                    404 study_not_found
     ├── ArtifactNotFound                 404 artifact_not_found
+    ├── JobNotFound                      404 job_not_found
     ├── MethodNotAllowed                 405 method_not_allowed
     ├── UploadTimeout                    408 upload_timeout (closes the connection)
+    ├── JobResultUnavailable             409 job_result_unavailable
     ├── PayloadTooLarge                  413 payload_too_large
     │   ├── TooManyFiles                     too_many_files
     │   ├── ImageTooLarge                    image_too_large
@@ -42,6 +44,7 @@ The tree, by HTTP status (catch a parent to catch its children)::
     │   ├── GeometryRequired                 geometry_required
     │   ├── DicomInputRequired               dicom_input_required
     │   ├── NoSuitableSeries                 no_suitable_series
+    │   ├── CallbackNotAllowed               callback_not_allowed
     │   ├── WrongInputKind                   wrong_input_kind
     │   ├── InvalidTable                     invalid_table
     │   ├── TableColumnMismatch              table_columns
@@ -50,13 +53,15 @@ The tree, by HTTP status (catch a parent to catch its children)::
     ├── InternalError                    500 internal_error
     ├── InvalidModelOutput               500 invalid_model_output
     ├── InvalidModelConfig               500 invalid_model_config
+    ├── JobInterrupted                   500 job_interrupted
     ├── ModelError                       502 model_error
     ├── PacsError                        502 pacs_error
-    ├── ServiceUnavailable               503 (catches the four below; Retry-After)
+    ├── ServiceUnavailable               503 (catches the five below; Retry-After)
     │   ├── ServerBusy                       server_busy
     │   ├── TritonUnavailable                triton_unavailable
     │   ├── ModelNotReady                    model_not_ready
-    │   └── PacsUnavailable                  pacs_unavailable
+    │   ├── PacsUnavailable                  pacs_unavailable
+    │   └── JobStoreUnavailable              job_store_unavailable
     ├── TritonTimeout                    504 triton_timeout
     └── PacsTimeout                      504 pacs_timeout
 
@@ -243,6 +248,19 @@ class ArtifactNotFound(ApiError):
     fix = "Fetch the href of a recent answer soon after it; run the request again if it expired."
 
 
+class JobNotFound(ApiError):
+    status = 404
+    code = "job_not_found"
+    when = (
+        "GET or DELETE /jobs/{id}: no such job, one removed after JOB_RETENTION_S or by "
+        "JOB_MAX_BYTES (or by a DELETE after it ended), or another API key's job."
+    )
+    fix = (
+        "Use the id (the Location) the submission answered, with the key that submitted it; "
+        "fetch results before JOB_RETENTION_S runs out."
+    )
+
+
 class MethodNotAllowed(ApiError):
     status = 405
     code = "method_not_allowed"
@@ -260,6 +278,20 @@ class UploadTimeout(ApiError):
         "over such a window; the connection is closed."
     )
     fix = "Check the client's network; send fewer files per request on a slow link."
+
+
+# 409
+class JobResultUnavailable(ApiError):
+    status = 409
+    code = "job_result_unavailable"
+    when = (
+        "GET /jobs/{id}/result of a job that has no result: still queued or running (details "
+        "give its state), or it failed or was cancelled."
+    )
+    fix = (
+        "Poll GET /jobs/{id} until its state is succeeded (or give a callback); a failed job's "
+        "status holds its error."
+    )
 
 
 # 413: limits.
@@ -418,6 +450,15 @@ class NoSuitableSeries(InvalidInput):
     fix = "The message names each series and why it was passed over; name the series to use."
 
 
+class CallbackNotAllowed(InvalidInput):
+    code = "callback_not_allowed"
+    when = (
+        "A job's callback URL is not http(s) or names a host outside JOB_CALLBACK_HOSTS (empty "
+        "by default: no callbacks). It is refused before anything is sent to it."
+    )
+    fix = "Give a callback on a host the operator listed in JOB_CALLBACK_HOSTS, or poll instead."
+
+
 class WrongInputKind(InvalidInput):
     code = "wrong_input_kind"
     when = (
@@ -492,6 +533,16 @@ class InvalidModelConfig(ApiError):
     fix = "Fix the model's config.pbtxt; the message names the model and the parameter."
 
 
+class JobInterrupted(ApiError):
+    status = 500
+    code = "job_interrupted"
+    when = (
+        "A job's gateway stopped (a restart, a crash, a lost node) while it ran, twice: it was "
+        "queued again once, then failed with this code rather than run a third time."
+    )
+    fix = "Submit it again; if it keeps failing, check the gateways' logs for what stopped them."
+
+
 class ModelError(ApiError):
     status = 502
     code = "model_error"
@@ -521,7 +572,8 @@ class ServerBusy(ServiceUnavailable):
     code = "server_busy"
     when = (
         "The gateway is saturated: MAX_UPLOADS bodies are being received, MAX_QUEUE requests "
-        "already wait for an inference slot, or this one waited QUEUE_TIMEOUT_S for one."
+        "already wait for an inference slot, this one waited QUEUE_TIMEOUT_S for one, or "
+        "JOB_MAX_QUEUED jobs are already queued."
     )
     fix = "Retry after the Retry-After header's seconds, or add gateway replicas."
 
@@ -545,6 +597,13 @@ class PacsUnavailable(ServiceUnavailable):
     retry_after_s = 10
     when = "The DICOMweb server (DICOMWEB_URL) cannot be reached: refused, unknown host, reset."
     fix = "Retry later; check the PACS is up and DICOMWEB_URL points at its DICOMweb root."
+
+
+class JobStoreUnavailable(ServiceUnavailable):
+    code = "job_store_unavailable"
+    retry_after_s = 5
+    when = "The jobs' store (JOBS_DATABASE_URL, or the SQLite file under JOBS_DIR) cannot be used."
+    fix = "Retry later; check the database is up and JOBS_DATABASE_URL points at it."
 
 
 class TritonTimeout(ApiError):

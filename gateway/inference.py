@@ -51,7 +51,9 @@ class InferenceRequest:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Time a stage; the service turns these into the per-stage latency histograms."""
+        """Time a stage; the service turns these into the per-stage latency histograms. The
+        stage is the request's :attr:`Progress.stage` while it runs (a job shows it)."""
+        self.progress.stage = name
         start = time.perf_counter()
         try:
             yield

@@ -118,6 +118,25 @@ class Metrics:
             ("model", "unit"),
             registry=self.registry,
         )
+        self.jobs_submitted = Counter(
+            "gateway_jobs_submitted",
+            "Jobs queued by this gateway, by kind (files, dicomweb).",
+            ("kind",),
+            registry=self.registry,
+        )
+        self.job_runs = Counter(
+            "gateway_job_runs",
+            "Jobs started by this gateway, by model; a job queued again after its gateway "
+            "stopped is started twice, on whichever gateway takes it.",
+            ("model",),
+            registry=self.registry,
+        )
+        self.jobs_ended = Counter(
+            "gateway_jobs_ended",
+            "Jobs ended by this gateway, by state (succeeded, failed, cancelled).",
+            ("state",),
+            registry=self.registry,
+        )
         self.upload_bytes = Counter(
             "gateway_upload_bytes",
             "Bytes of uploaded files received by inference requests.",

@@ -24,6 +24,7 @@ from gateway import __version__, errors
 from gateway.routes.endpoint import Endpoint, json_response, ref
 from gateway.schemas import (
     ErrorBody,
+    JobStatus,
     Liveness,
     ModelList,
     PacsInvocation,
@@ -38,6 +39,7 @@ _STATUS_TEXT = {
     401: "An API key is needed (API_KEYS)",
     404: "Not found",
     408: "The upload stalled or was too slow",
+    409: "Not in a state that allows it",
     413: "Over a limit",
     415: "Unsupported media or file type",
     422: "Well-formed but invalid input",
@@ -171,6 +173,7 @@ def _schemas() -> dict[str, Any]:
         **_model_components("Rendering", Rendering, "serialization"),
         **_model_components("PacsInvocation", PacsInvocation, "validation"),
         **_model_components("PacsResult", PacsResult, "serialization"),
+        **_model_components("JobStatus", JobStatus, "serialization"),
     }
     schemas["ErrorContent"]["properties"]["code"]["enum"] = [row["code"] for row in error_table()]
     return schemas

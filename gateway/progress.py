@@ -24,6 +24,8 @@ ProgressObserver = Callable[[str, int], None]
 
 @dataclass
 class Progress:
+    stage: str = ""
+    """The stage running now (``read``, ``preprocess``, ``triton``...; a job's ``retrieve``)."""
     unit: str = ""
     done: int = 0
     total: int = 0

@@ -13,9 +13,10 @@ the same order:
 - **Stage timings** reach ``gateway_stage_duration_seconds``: ``parse`` from the moment the
   :class:`Run` is made (the route's intake) until :meth:`Run.parsed`, then the pipeline's
   stages, then ``format``.
-- **A client that hangs up** cancels the work (:func:`unless_disconnected`), freeing its slot and
-  the Triton batches not yet sent at once. The route's upload folder is removed by the route's
-  ``with upload_folder(...)`` around the run, on every exit.
+- **A client that hangs up** cancels the work (:func:`unless_disconnected`), freeing its slot
+  and the Triton batches not yet sent at once; a job's cancellation does the same to its task.
+  The route's upload folder is removed by the route's ``with upload_folder(...)`` around the
+  run, on every exit.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
 from starlette.requests import ClientDisconnect
@@ -59,26 +61,33 @@ class Run:
 
     async def __call__(
         self,
-        receive: Receive,
+        receive: Receive | None,
         inference: InferenceRequest,
         answer: Callable[[Document], Awaitable[T]],
         pipeline: Pipeline | None = None,
+        slot: AbstractAsyncContextManager[None] | None = None,
     ) -> T:
         """``answer(pipeline(inference))`` under an inference slot, unless the client hangs up.
 
-        ``pipeline`` defaults to the catalog's pipeline of the run's model.
+        ``receive`` is the client's connection, watched for a hang-up; a job has none (it is
+        cancelled as a task). ``pipeline`` defaults to the catalog's pipeline of the run's
+        model. ``slot`` is the inference slot, a fresh wait in the queue unless the caller
+        already holds one (a job's worker takes its slot before it takes a job).
         """
 
         inference.progress.observer = self._progressed
 
         async def work() -> T:
-            async with self._service.queue.slot():
+            async with slot or self._service.queue.slot():
                 chosen = pipeline or await self._service.catalog.pipeline(self.model_name)
                 document = await chosen(inference)
                 with inference.stage("format"):
                     return await answer(document)
 
-        result = await unless_disconnected(receive, work())
+        if receive is None:
+            result = await work()
+        else:
+            result = await unless_disconnected(receive, work())
         self._service.metrics.observe_stage(self.model_name, "format", self._format_s)
         return result
 

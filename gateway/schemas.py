@@ -164,3 +164,62 @@ class PacsResult(_Documented):
     aicoco: dict[str, Any]
     """The AiCOCO document, as `POST /invocations` answers it."""
     stored: list[StoredInstance]
+
+
+class JobProgress(_Documented):
+    """How far the current piece of work has come, where the pipeline reports it."""
+
+    unit: str
+    """`slices` (read), `patches` (a volumetric model's windows, each with its mirrorings)."""
+    done: int
+    total: int
+
+
+class JobError(ErrorContent):
+    """A failed job's error: the object a synchronous call would have answered, and its
+    status."""
+
+    status: int
+    """The HTTP status the synchronous call would have answered."""
+
+
+class JobResult(_Documented):
+    href: str
+    """`GET` it for the answer, as the synchronous call would have answered it."""
+    media_type: str
+    bytes: int
+
+
+class JobCallback(_Documented):
+    url: str
+    state: Literal["pending", "delivered", "failed"]
+    """`pending` until the job ends and the receiver answers 2xx (`delivered`); `failed` after
+    the last retry."""
+    attempts: int
+
+
+class JobStatus(_Documented):
+    """A job, as `GET /jobs/{id}` answers it and its callback receives it."""
+
+    id: str
+    href: str
+    model: str
+    kind: Literal["files", "dicomweb"]
+    """`files`: uploaded as to `/invocations`; `dicomweb`: a study in the PACS."""
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    queue_position: int | None
+    """While queued: how many jobs run before it (0: next). Null otherwise."""
+    stage: str | None
+    """While running: `starting`, `retrieve`, `parse`, `read`, `preprocess`, `triton`,
+    `postprocess`, `format`, `store` or `save`."""
+    progress: JobProgress | None
+    attempts: int
+    """Times it was started: 2 when a gateway stopped while it ran and it was queued again."""
+    created_at: str
+    """When it was submitted (ISO 8601, UTC)."""
+    started_at: str | None
+    finished_at: str | None
+    error: JobError | None
+    result: JobResult | None
+    """Where its answer is, once it succeeded."""
+    callback: JobCallback | None

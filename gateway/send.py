@@ -5,6 +5,12 @@ Standard library only, so that it runs where only the aicoco library is installe
 with one entry per image, a ``tables`` field with one entry per ``.csv`` or ``.tsv`` file (and
 ``meta`` with ``window_size``), and any extra JSON fields. Images and tables together make a
 hybrid request: each image names its table (the one table, or the table in the same position).
+
+With ``--job`` the same form is submitted as a job (``POST /models/{name}/jobs``): the command
+follows it, printing each change of its state, stage and progress to stderr (slices read,
+patches done of total), then fetches the result and treats it as the synchronous answer. Ctrl-C
+while it waits cancels the job (``DELETE``). Long work, a CT series through a volumetric model
+on a CPU host, then survives proxies and timeouts between the client and the gateway.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -21,6 +28,8 @@ from typing import Any
 
 _CHUNK = 1024 * 1024
 TABLE_SUFFIXES = frozenset({".csv", ".tsv"})
+POLL_S = 0.5
+"""How often ``--job`` asks for the job's status."""
 
 
 def send_files(
@@ -34,12 +43,16 @@ def send_files(
     save: Path | None = None,
     window_size: int = 1,
     records: Path | None = None,
+    job: bool = False,
+    poll_s: float = POLL_S,
 ) -> int:
     """Post like a FLaVor client: repeated ``files`` parts and an ``images`` JSON field.
 
     The AiCOCO answer is printed; a DICOM one (``output`` seg, sr or dicom) is saved to ``save``,
     or under the name the gateway's Content-Disposition suggests, and its path printed. A
-    tabular answer's records are downloaded to ``records`` when it is given.
+    tabular answer's records are downloaded to ``records`` when it is given. With ``job``, the
+    form is submitted as a job and followed until it ends (``timeout_s`` then bounds each call,
+    not the job).
     """
     from aicoco import IdGenerator
 
@@ -91,7 +104,8 @@ def send_files(
     boundary = uuid.uuid4().hex
     parts = list(_multipart_parts(files, form, boundary))
     length = sum(part.stat().st_size if isinstance(part, Path) else len(part) for part in parts)
-    target = url.rstrip("/") + (f"/models/{model}/invocations" if model else "/invocations")
+    route = "jobs" if job else "invocations"
+    target = url.rstrip("/") + (f"/models/{model}/{route}" if model else f"/{route}")
     if output != "aicoco":
         target += f"?output={output}"
     request = urllib.request.Request(
@@ -105,19 +119,75 @@ def send_files(
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            if response.headers.get_content_type() == "application/dicom":
-                path = save or Path(response.headers.get_filename() or "result.dcm").name
-                Path(path).write_bytes(response.read())
-                print(path)
-                return 0
-            body: Any = json.load(response)
+            if not job:
+                return _answer(response, url, save, records, timeout_s)
+            status = json.load(response)
     except (urllib.error.URLError, OSError) as exc:
         return _failed(target, exc)
+    return _follow(url.rstrip("/") + status["href"], url, save, records, timeout_s, poll_s)
+
+
+def _answer(
+    response: Any, url: str, save: Path | None, records: Path | None, timeout_s: float
+) -> int:
+    """Print the AiCOCO answer (and fetch its records), or save the DICOM one."""
+    if response.headers.get_content_type() == "application/dicom":
+        path = save or Path(response.headers.get_filename() or "result.dcm").name
+        Path(path).write_bytes(response.read())
+        print(path)
+        return 0
+    body: Any = json.load(response)
     print(json.dumps(body, indent=2, ensure_ascii=False))
     href = body.get("records", {}).get("href") if isinstance(body, dict) else None
     if records is not None and href:
         return _download(url.rstrip("/") + href, records, timeout_s)
     return 0
+
+
+def _follow(
+    job: str, url: str, save: Path | None, records: Path | None, timeout_s: float, poll_s: float
+) -> int:
+    """Poll the job, saying each change on stderr, until it ends; then its answer."""
+    shown = ""
+    try:
+        while True:
+            with urllib.request.urlopen(job, timeout=timeout_s) as response:
+                status = json.load(response)
+            line = _describe(status)
+            if line != shown:
+                print(line, file=sys.stderr, flush=True)
+                shown = line
+            if status["state"] in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        cancel = urllib.request.Request(job, method="DELETE")
+        with urllib.request.urlopen(cancel, timeout=timeout_s):
+            print(f"job {job} cancelled", file=sys.stderr)
+        return 130
+    except (urllib.error.URLError, OSError) as exc:
+        return _failed(job, exc)
+    if status["state"] != "succeeded":
+        print(json.dumps(status.get("error"), indent=2), file=sys.stderr)
+        return 1
+    try:
+        with urllib.request.urlopen(job + "/result", timeout=timeout_s) as response:
+            return _answer(response, url, save, records, timeout_s)
+    except (urllib.error.URLError, OSError) as exc:
+        return _failed(job + "/result", exc)
+
+
+def _describe(status: dict[str, Any]) -> str:
+    """``job X: running, triton, patches 40 of 175``."""
+    words = [f"job {status['id']}: {status['state']}"]
+    if status.get("queue_position") is not None:
+        words.append(f"{status['queue_position']} ahead")
+    if status.get("stage"):
+        words.append(status["stage"])
+    progress = status.get("progress")
+    if progress:
+        words.append(f"{progress['unit']} {progress['done']} of {progress['total']}")
+    return ", ".join(words)
 
 
 def _download(target: str, path: Path, timeout_s: float) -> int:

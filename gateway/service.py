@@ -17,6 +17,7 @@ from gateway.admission import InferenceQueue, UploadGate
 from gateway.cpu_pool import CpuPool
 from gateway.dicomweb.client import DicomwebClient
 from gateway.inference import Pipeline
+from gateway.jobs.board import JobBoard
 from gateway.metrics import Metrics
 from gateway.records import RecordsStore
 from gateway.schemas import ModelInfo
@@ -54,6 +55,8 @@ class Service:
     """``/openapi.json``, built once per app from its settings."""
     records: RecordsStore
     """Where tabular answers' records artifacts are written and served from."""
+    jobs: JobBoard
+    """The jobs' store and files, and the jobs this process runs."""
     pacs: DicomwebClient | None = None
     """The PACS's DICOMweb client; None when DICOMWEB_URL is not set."""
 

@@ -117,6 +117,29 @@ def _int_at_least(name: str, raw: str, minimum: int, what: str) -> int:
     return value
 
 
+def _database_url(name: str, raw: str) -> str:
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme.lower() not in ("postgresql", "postgres") or not rest.strip("/"):
+        raise SettingsError(
+            f"{name} must be a PostgreSQL URL like postgresql://user:password@host:5432/db, "
+            "or empty for the embedded store"
+        )
+    return raw
+
+
+_HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
+
+
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
+    hosts = tuple(host.strip().lower() for host in raw.split(",") if host.strip())
+    for host in hosts:
+        if not _HOST.match(host):
+            raise SettingsError(
+                f"{name}: {host!r} is not a host name or host:port (no scheme, no path)"
+            )
+    return hosts
+
+
 def _positive_float(name: str, raw: str) -> float:
     try:
         value = float(raw)
@@ -415,6 +438,63 @@ class Settings:
         shown="4GiB",
         help="Most bytes of records artifacts kept; past it the oldest are removed first.",
     )
+    jobs_dir: Path = setting(
+        factory=lambda: Path(tempfile.gettempdir()) / "aicoco-jobs",
+        parse=_folder,
+        shown="`aicoco-jobs` in system temp",
+        help="Jobs' inputs and results (made if missing), and the embedded store's SQLite file. "
+        "Keep it across restarts (a volume); with several gateways, a volume they all mount.",
+    )
+    jobs_database_url: str = setting(
+        "",
+        parse=_database_url,
+        shown="empty",
+        secret=True,
+        help="The jobs' shared store for several gateways, `postgresql://user:password@host/db`; "
+        "empty keeps job state in SQLite under `JOBS_DIR` (one gateway). Never logged.",
+    )
+    job_workers: int = setting(
+        2,
+        parse=_positive_int,
+        help="Jobs one gateway process runs at once, each in an inference slot taken in turn "
+        "with the synchronous requests.",
+    )
+    job_max_queued: int = setting(
+        1000,
+        parse=_positive_int,
+        help="Jobs waiting to run, over all gateways; past it a submission is 503 `server_busy`.",
+    )
+    job_retention_s: float = setting(
+        86400.0,
+        parse=_positive_float,
+        help="A job is kept this long after it ends, its result with it; then 404 `job_not_found`.",
+    )
+    job_max_bytes: int = setting(
+        4 * 1024**3,
+        parse=_byte_size,
+        shown="4GiB",
+        help="Most bytes of job results kept; past it the jobs that ended first are removed.",
+    )
+    job_lease_s: float = setting(
+        30.0,
+        parse=_positive_float,
+        help="A running job's gateway renews its claim this often (three times per lease); a "
+        "claim not renewed (its gateway died) is queued again once, then failed.",
+    )
+    job_callback_hosts: tuple[str, ...] = setting(
+        (),
+        parse=_hosts,
+        shown="empty",
+        help="Hosts (`host` or `host:port`, comma-separated) a job's `callback` may name; empty "
+        "allows none. Needs `JOB_CALLBACK_SECRET`.",
+    )
+    job_callback_secret: str = setting(
+        "",
+        parse=_text,
+        shown="empty",
+        secret=True,
+        help="The key of the callbacks' HMAC-SHA256 signature (never logged).",
+    )
     dicomweb_url: str = setting(
         "",
         parse=_http_url,
@@ -476,6 +556,10 @@ class Settings:
         if repeated := repeated_ids(self.keys):
             raise SettingsError(
                 f"API_KEYS and API_KEYS_FILE name the same key id twice: {', '.join(repeated)}"
+            )
+        if self.job_callback_hosts and not self.job_callback_secret:
+            raise SettingsError(
+                "JOB_CALLBACK_HOSTS needs JOB_CALLBACK_SECRET: callbacks are always signed"
             )
 
     @property

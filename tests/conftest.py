@@ -19,12 +19,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.postgres import running_postgres
 from triton_local import LocalTriton
 from triton_local.process import group_members
 
@@ -32,20 +34,32 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPOSITORY_ROOT / "model_repository"
 
 StartTriton = Callable[..., LocalTriton]
-TRITON_FIXTURES = frozenset({"triton", "start_triton"})
+SERVER_FIXTURES = frozenset({"triton", "start_triton", "postgres_url"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that starts or uses a local Triton is end-to-end, whatever its module says, so
-    ``make unit`` (``-m "not e2e"``) never waits for one."""
+    """A test that starts or uses a local Triton (or PostgreSQL) is end-to-end, whatever its
+    module says, so ``make unit`` (``-m "not e2e"``) never waits for one."""
     for item in items:
-        if TRITON_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The run's own system temp, for this process and the gateways it starts: the settings
+    that default to folders there (``JOBS_DIR``, ``RECORDS_DIR``) then hold only this run's
+    files, and no job left by another run (or by ``make run``) is taken by a test's gateway."""
+    folder = tmp_path_factory.mktemp("system-temp")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(folder))
+        patch.setenv("TMPDIR", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -93,6 +107,14 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
         yield server
     finally:
         _stop_and_check(server)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server for the whole run (:mod:`tests.postgres`); tests use their own
+    database names or tables' rows, never each other's jobs."""
+    with running_postgres() as url:
+        yield url
 
 
 @pytest.fixture

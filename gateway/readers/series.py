@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gateway import progress
 from gateway.errors import InconsistentSeries
 from gateway.readers.base import ImageSet
 from gateway.readers.dicom import DicomHeader, decode_frames, read_header
@@ -148,9 +149,12 @@ def read_series(pairs: Sequence[FileEntries], budget: VoxelBudget) -> ImageSet:
     check_series(headers)
     series = order_series(headers)
     builder = StackBuilder(len(headers))
+    report = progress.current()
+    report.start("slices", len(series.order))
     for z, i in enumerate(series.order):
         for frame in decode_frames(headers[i]):
             builder.put(z, frame, headers[i].file_name)
+        report.advance(1)
     modalities = {h.modality for h in headers}
     first = headers[series.order[0]]
     return ImageSet(

@@ -4,6 +4,7 @@ their OpenAPI operation and the errors they raise (:class:`~gateway.routes.endpo
 - :mod:`~gateway.routes.invocations`: ``POST /invocations`` and ``/models/{name}/invocations``.
 - :mod:`~gateway.routes.artifacts`: a tabular answer's records.
 - :mod:`~gateway.routes.dicomweb`: a study in the PACS in, the result stored back.
+- :mod:`~gateway.routes.jobs`: the same work as jobs: submit, poll, fetch, cancel.
 - :mod:`~gateway.routes.models`: the model list and one model.
 - :mod:`~gateway.routes.health`: probes and Prometheus metrics.
 - :mod:`~gateway.routes.docs`: ``/openapi.json`` and ``/docs``.
@@ -16,7 +17,7 @@ another; this table is the one place that lists them all.
 
 from __future__ import annotations
 
-from gateway.routes import artifacts, dicomweb, docs, health, invocations, models, viewer
+from gateway.routes import artifacts, dicomweb, docs, health, invocations, jobs, models, viewer
 from gateway.routes.endpoint import Endpoint
 from gateway.settings import Settings
 
@@ -24,6 +25,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *invocations.ENDPOINTS,
     *artifacts.ENDPOINTS,
     *dicomweb.ENDPOINTS,
+    *jobs.ENDPOINTS,
     *models.ENDPOINTS,
     *health.ENDPOINTS,
     *docs.ENDPOINTS,

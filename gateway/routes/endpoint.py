@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from gateway.auth import Handler, protected
 from gateway.errors import ApiError, InternalError, Unauthorized
+from gateway.outputs.choice import Output
 from gateway.settings import Settings
 
 Operation = dict[str, Any]
@@ -79,4 +80,18 @@ MODEL_PARAMETER: dict[str, Any] = {
     "required": True,
     "description": "A model name from GET /models.",
     "schema": {"type": "string"},
+}
+
+
+OUTPUT_PARAMETER: dict[str, Any] = {
+    "name": "output",
+    "in": "query",
+    "required": False,
+    "description": (
+        "`aicoco` (the default), `seg` (a DICOM Segmentation: segmentation models), `sr` "
+        "(a Comprehensive 3D SR with a TID 1500 Measurement Report: any model) or `dicom` "
+        "(SEG for segmentation models, SR for the others). DICOM outputs need DICOM inputs "
+        "(422 `dicom_input_required`)."
+    ),
+    "schema": {"type": "string", "enum": [o.value for o in Output], "default": "aicoco"},
 }

@@ -8,26 +8,21 @@ answer (checked before the request waits for a slot), and the run of :mod:`gatew
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aicoco import AiCOCOOutput
-from gateway import __version__, intake, pipelines
+from gateway import intake, invocation, pipelines
 from gateway.auth import audit
 from gateway.errors import ApiError
-from gateway.inference import Document
-from gateway.intake import build_request, check_headers, receive_form, upload_folder
+from gateway.intake import check_headers, receive_form, upload_folder
 from gateway.outputs import choice
-from gateway.outputs.choice import DICOM_MEDIA_TYPE, Output, producer_of, requested, resolve
-from gateway.outputs.sources import load_sources
+from gateway.outputs.choice import requested
 from gateway.pipelines.catalog import LOOKUP_RAISES
 from gateway.readers.formats import FileKind
-from gateway.readers.tables import TableLimits
-from gateway.routes.endpoint import MODEL_PARAMETER, Endpoint, Operation, ref
+from gateway.routes.endpoint import MODEL_PARAMETER, OUTPUT_PARAMETER, Endpoint, Operation, ref
 from gateway.runner import Run
-from gateway.service import model_info, service_of
+from gateway.service import service_of
 from gateway.settings import Settings
 
 
@@ -37,49 +32,17 @@ async def invoke(request: Request) -> Response:
     model_name: str = request.path_params.get("name", settings.default_model)
     boundary = check_headers(request)
     wanted = requested(request.query_params.get("output"), request.headers.get("accept"))
-    catalog = service.catalog
-    # The model first, so that a large upload to a wrong name is refused before it is read.
-    await catalog.pipeline(model_name)
-    answer, producer = Output.AICOCO, None
-    if wanted is not Output.AICOCO:
-        info = await model_info(catalog, model_name)
-        answer, producer = resolve(wanted, model_name, info.task), producer_of(info, __version__)
-
+    decision = await invocation.decide(service, model_name, wanted)
     run = Run(service, model_name)
     record = audit(request)
     record["model"] = model_name
     with upload_folder(settings.upload_dir) as folder:
         form = await receive_form(request, boundary, folder)
         record.update(files=len(form.uploads), bytes=form.upload_bytes)
-        inference = build_request(
-            form,
-            request_id=request.state.request_id,
-            model_name=model_name,
-            observe=run.observe,
-            table_limits=TableLimits.of(settings),
-        )
-        # A DICOM answer references its sources: checked before the request waits for a slot.
-        sources = None
-        if producer is not None:
-            sources = await service.cpu.run(
-                load_sources, inference.images, inference.uploads, answer.value
-            )
+        prepared = await invocation.prepare(service, decision, form, request.state.request_id, run)
         run.parsed()
-
-        async def respond(output: Document) -> bytes:
-            if sources is None or producer is None:
-                return await service.cpu.run(output.to_json_bytes)
-            assert isinstance(output, AiCOCOOutput), "resolve() refused other tasks"
-            from gateway.outputs.writer import dicom_file  # see gateway.outputs.choice
-
-            result = await service.cpu.run(dicom_file, answer, output, sources, producer)
-            return result.content
-
-        body = await run(request.receive, inference, respond)
-    if producer is None:
-        return Response(body, media_type="application/json")
-    disposition = f'attachment; filename="{model_name}-{answer.value}.dcm"'
-    return Response(body, media_type=DICOM_MEDIA_TYPE, headers={"Content-Disposition": disposition})
+        answer = await invocation.answer(service, run, decision, prepared, request.receive)
+    return Response(answer.content, media_type=answer.media_type, headers=answer.headers())
 
 
 def operation(settings: Settings, *, named: bool) -> Operation:
@@ -165,18 +128,6 @@ def operation(settings: Settings, *, named: bool) -> Operation:
     }
 
 
-OUTPUT_PARAMETER: dict[str, Any] = {
-    "name": "output",
-    "in": "query",
-    "required": False,
-    "description": (
-        "`aicoco` (the default), `seg` (a DICOM Segmentation: segmentation models), `sr` "
-        "(a Comprehensive 3D SR with a TID 1500 Measurement Report: any model) or `dicom` "
-        "(SEG for segmentation models, SR for the others). DICOM outputs need DICOM inputs "
-        "(422 `dicom_input_required`)."
-    ),
-    "schema": {"type": "string", "enum": [o.value for o in Output], "default": "aicoco"},
-}
 RAISES: tuple[type[ApiError], ...] = (
     *intake.RAISES,
     *intake.TABLE_RAISES,

@@ -261,7 +261,33 @@ def test_gateway_image_is_tagged_with_the_project_version(gateway: dict[str, Any
 
 
 def test_gateway_waits_for_a_healthy_triton(gateway: dict[str, Any]) -> None:
-    assert gateway["depends_on"] == {"triton": {"condition": "service_healthy"}}
+    assert gateway["depends_on"]["triton"] == {"condition": "service_healthy"}
+
+
+def test_the_postgres_profile_is_the_jobs_shared_store(
+    compose: dict[str, Any], gateway: dict[str, Any]
+) -> None:
+    """Optional: started only with `--profile postgres`, waited for only when started, on a
+    volume of its own, at the major release the tests run against."""
+    postgres = compose["services"]["postgres"]
+    assert postgres["profiles"] == ["postgres"]
+    assert gateway["depends_on"]["postgres"] == {
+        "condition": "service_healthy",
+        "required": False,
+    }
+    assert postgres["image"] == "postgres:15"
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert any(v["target"] == "/var/lib/postgresql/data" for v in postgres["volumes"])
+    assert "postgres" in compose["volumes"]
+
+
+def test_jobs_outlive_a_restart_on_their_volume(
+    compose: dict[str, Any], gateway: dict[str, Any]
+) -> None:
+    mounts = {v["target"]: v for v in gateway["volumes"]}
+    jobs_dir = gateway["environment"]["JOBS_DIR"]
+    assert mounts[jobs_dir]["type"] == "volume"
+    assert mounts[jobs_dir]["source"] in compose["volumes"]
 
 
 def test_gateway_reaches_triton_over_the_compose_network(

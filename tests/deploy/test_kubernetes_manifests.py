@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
@@ -73,6 +74,7 @@ def test_every_object_is_valid_kubernetes(overlay: str) -> None:
         "PodDisruptionBudget",
         "Secret",
         "Service",
+        "StatefulSet",
     ]
     for obj in objects:
         kubernetes_validate.validate(obj, VERSION, strict=True)
@@ -145,6 +147,35 @@ def test_triton_runs_on_jemalloc_as_compose_and_the_soak(overlay: str) -> None:
     environment = {item["name"]: item["value"] for item in triton["env"]}
     assert environment["LD_PRELOAD"].endswith("/libjemalloc.so")
     assert environment["MALLOC_CONF"] == TRITON_MALLOC_CONF
+
+
+def test_the_replicas_share_the_jobs_store_and_files() -> None:
+    """Two gateway replicas: the jobs' state is in the shared store the manifests run, reached at
+    the Service's port, by the gateway only; their files on a volume every replica mounts."""
+    objects = render("gpu")
+    gateway = find(objects, "Deployment", "gateway")
+    assert gateway["spec"]["replicas"] > 1
+    config = find(objects, "ConfigMap", "gateway-config")["data"]
+    secret = find(objects, "Secret", "gateway-secrets")["stringData"]
+    settings = Settings.from_env({**config, **secret})
+    url = urlsplit(settings.jobs_database_url)
+    service = find(objects, "Service", str(url.hostname))
+    assert service["spec"]["ports"][0]["port"] == url.port
+    postgres = find(objects, "StatefulSet", service["spec"]["selector"]["app.kubernetes.io/name"])
+    database = container(postgres, "postgres")
+    environment = {item["name"]: item.get("value") for item in database["env"]}
+    assert (environment["POSTGRES_USER"], environment["POSTGRES_DB"]) == (
+        url.username,
+        url.path.lstrip("/"),
+    )
+    policy = find(objects, "NetworkPolicy", "jobs-postgres-only-from-gateway")
+    (rule,) = policy["spec"]["ingress"]
+    gateway_labels = gateway["spec"]["template"]["metadata"]["labels"]
+    assert rule["from"][0]["podSelector"]["matchLabels"].items() <= gateway_labels.items()
+    mounts = {m["mountPath"]: m["name"] for m in container(gateway, "gateway")["volumeMounts"]}
+    volumes = {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}
+    claim = volumes[mounts[str(settings.jobs_dir)]]["persistentVolumeClaim"]["claimName"]
+    assert find(objects, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
 def test_only_the_gateway_reaches_triton_grpc() -> None:

@@ -402,7 +402,21 @@ def test_the_volumetric_model_draws_its_labels_on_the_original_slices(
     """The patch-based model works on its own grid; the viewer gets labels on every slice as
     sent, drawn as the document says."""
     series = inputs["series"]
+    assert not page.is_visible("#download") and not page.is_visible("#cancel")
+    page.evaluate(
+        """() => {
+          window.statuses = [];
+          const status = document.getElementById("status");
+          new MutationObserver(() => window.statuses.push(status.textContent)).observe(
+            status, {childList: true, characterData: true, subtree: true});
+        }"""
+    )
     document = run_model(page, "chest_segmenter_3d", series[0].parent)
+    shown = page.evaluate("() => window.statuses")
+    assert any(text.startswith("Model chest_segmenter_3d: ") for text in shown), (
+        f"the job's state is shown while it runs: {shown}"
+    )
+    assert not page.is_visible("#cancel")
     assert page.get_attribute("#slice", "max") == str(len(series) - 1)
     image_ids = {image["file_name"]: image["id"] for image in document["images"]}
     drawn = [z for z, path in enumerate(series) if annotations_on(document, image_ids[path.name])]

@@ -2,7 +2,9 @@
 //
 // The service renders the slices (POST viewer/render), so the browser never parses DICOM or
 // NIfTI and shows exactly the stack the model saw; this script only draws PNGs and the AiCOCO
-// shapes on them. State lives in one object; every change ends in draw().
+// shapes on them. A model runs as a job (POST models/{name}/jobs), so a long run (a CT series
+// through a volumetric model on a CPU) shows its stage and progress, survives a proxy's timeout,
+// and can be cancelled. State lives in one object; every change ends in draw().
 "use strict";
 
 const PALETTE = ["#e8432e", "#4a90e2", "#50e3c2", "#f5a623", "#bd10e0", "#7ed321", "#f8e71c"];
@@ -27,6 +29,20 @@ const state = {
   hidden: new Set(),
   threshold: 0,
   window: "auto",
+  job: null,
+};
+const POLL_MS = [100, 200, 300, 500];
+const STAGES = {
+  starting: "Starting",
+  retrieve: "Retrieving the study",
+  parse: "Checking the request",
+  read: "Reading the images",
+  preprocess: "Preparing the input",
+  triton: "Running the model",
+  postprocess: "Shaping the result",
+  format: "Writing the answer",
+  save: "Saving the answer",
+  store: "Storing in the PACS",
 };
 
 // Requests.
@@ -46,13 +62,31 @@ function errorMessage(status, text) {
 }
 
 // XMLHttpRequest rather than fetch: only it reports upload progress.
+function keyHeaders() {
+  const key = $("api-key").value.trim();
+  return key ? { "X-API-Key": key } : {};
+}
+
+async function call(method, url, what) {
+  let response;
+  try {
+    response = await fetch(url, { method, headers: keyHeaders() });
+  } catch (_) {
+    throw new ServiceError(`the service did not answer (${what}): is it running?`);
+  }
+  const text = await response.text();
+  if (!response.ok) {
+    throw new ServiceError(errorMessage(response.status, text));
+  }
+  return JSON.parse(text);
+}
+
 function post(url, form, what) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", url);
-    const key = $("api-key").value.trim();
-    if (key) {
-      xhr.setRequestHeader("X-API-Key", key);
+    for (const [name, value] of Object.entries(keyHeaders())) {
+      xhr.setRequestHeader(name, value);
     }
     xhr.upload.onprogress = (event) => {
       if (event.lengthComputable) {
@@ -61,7 +95,7 @@ function post(url, form, what) {
     };
     xhr.upload.onload = () => progress(`Waiting for ${what}`, null);
     xhr.onload = () => {
-      if (xhr.status === 200) {
+      if (xhr.status === 200 || xhr.status === 202) {
         try {
           resolve(JSON.parse(xhr.responseText));
         } catch (_) {
@@ -295,11 +329,61 @@ async function runModel() {
   const model = $("model").value;
   state.saved = false;
   document.body.dataset.state = "running";
-  const url = `models/${encodeURIComponent(model)}/invocations`;
-  const result = await post(url, uploadForm(state.files, state.entries), `model ${model}`);
-  setResult(result, model);
+  const url = `models/${encodeURIComponent(model)}/jobs`;
+  const submitted = await post(url, uploadForm(state.files, state.entries), `model ${model}`);
+  state.job = `jobs/${encodeURIComponent(submitted.id)}`;
+  $("cancel").hidden = false;
+  try {
+    const ended = await follow(state.job, model);
+    if (ended.state === "cancelled") {
+      done("Cancelled");
+      document.body.dataset.state = "images";
+      return;
+    }
+    if (ended.state === "failed") {
+      const error = ended.error;
+      throw new ServiceError(`${error.message} (${error.code}, HTTP ${error.status})`);
+    }
+    setResult(await call("GET", `${state.job}/result`, `model ${model}'s result`), model);
+  } finally {
+    state.job = null;
+    $("cancel").hidden = true;
+  }
   done(state.summary);
   document.body.dataset.state = "ready";
+}
+
+// Polls the job until it ends, showing its place in the queue, its stage and its progress.
+async function follow(job, model) {
+  for (let poll = 0; ; poll += 1) {
+    const status = await call("GET", job, `model ${model}`);
+    if (["succeeded", "failed", "cancelled"].includes(status.state)) {
+      return status;
+    }
+    showJob(status, model);
+    await new Promise((wake) => setTimeout(wake, POLL_MS[Math.min(poll, POLL_MS.length - 1)]));
+  }
+}
+
+function showJob(status, model) {
+  if (status.state === "queued") {
+    const ahead = status.queue_position;
+    progress(`Model ${model}: queued${ahead ? `, ${ahead} ahead` : ""}`, null);
+    return;
+  }
+  const stage = STAGES[status.stage] || status.stage || "Running";
+  const work = status.progress;
+  if (work && work.total > 0) {
+    progress(`Model ${model}: ${stage}, ${work.unit} ${work.done} of ${work.total}`, work.done / work.total);
+  } else {
+    progress(`Model ${model}: ${stage}`, null);
+  }
+}
+
+async function cancelJob() {
+  if (state.job) {
+    await call("DELETE", state.job, "the cancellation");
+  }
 }
 
 async function openResult(file) {
@@ -622,6 +706,7 @@ function setUp() {
     }
   });
   $("run").addEventListener("click", () => guarded(runModel));
+  $("cancel").addEventListener("click", () => guarded(cancelJob));
   $("slice").addEventListener("input", (event) => goTo(Number(event.target.value)));
   $("view").addEventListener(
     "wheel",

@@ -52,18 +52,24 @@ def app_for(settings: Settings) -> Starlette:
 
 
 def test_exactly_the_routes_with_patient_data_are_protected(settings: Settings) -> None:
-    """Every route that takes a body (images, a study) is protected, and the one GET route that
-    answers patient data (a tabular answer's records); no other GET route is."""
+    """Every route that takes a body (images, a study) is protected, and the GET and DELETE
+    routes that answer patient data (a tabular answer's records, a job and its result); no other
+    route is."""
     app = create_app(settings, triton=TritonHealth(), catalog=Catalog({}))
     routes = [route for route in app.routes if isinstance(route, Route)]
     protected = {r.path for r in routes if getattr(r.endpoint, "protected", False)}
     with_body = {r.path for r in routes if "POST" in (r.methods or ())}
-    assert protected - {"/invocations/artifacts/{name}"} == with_body
+    answering = {"/invocations/artifacts/{name}", "/jobs/{id}", "/jobs/{id}/result"}
+    assert protected - answering == with_body
     assert with_body == {
         "/invocations",
         "/models/{name}/invocations",
         "/dicomweb/invocations",
         "/models/{name}/dicomweb/invocations",
+        "/jobs",
+        "/models/{name}/jobs",
+        "/dicomweb/jobs",
+        "/models/{name}/dicomweb/jobs",
         "/viewer/render",
     }
 

@@ -193,6 +193,15 @@ def test_the_declarations_name_every_variable() -> None:
         "RECORDS_DIR",
         "RECORDS_RETENTION_S",
         "RECORDS_MAX_BYTES",
+        "JOBS_DIR",
+        "JOBS_DATABASE_URL",
+        "JOB_WORKERS",
+        "JOB_MAX_QUEUED",
+        "JOB_RETENTION_S",
+        "JOB_MAX_BYTES",
+        "JOB_LEASE_S",
+        "JOB_CALLBACK_HOSTS",
+        "JOB_CALLBACK_SECRET",
         "DICOMWEB_URL",
         "DICOMWEB_USERNAME",
         "DICOMWEB_PASSWORD",
@@ -211,7 +220,13 @@ def test_the_declarations_name_every_variable() -> None:
     assert table.count("\n| `") == len(variables)
 
 
-DESCRIBED_IN_WORDS = {"CPU count", "empty", "system temp", "`aicoco-records` in system temp"}
+DESCRIBED_IN_WORDS = {
+    "CPU count",
+    "empty",
+    "system temp",
+    "`aicoco-records` in system temp",
+    "`aicoco-jobs` in system temp",
+}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,581 @@
+"""Jobs over HTTP against real gateways, a real local Triton and, for several gateways, a real
+PostgreSQL: the volumetric example model on a 300-slice series as a job (progress, result,
+cancellation, callbacks), key isolation, ``kill -9`` mid-job, two gateways on the shared store,
+and 200 jobs across them.
+
+Each job's "ran once" is counted twice over: by the gateways (``gateway_job_runs_total``, summed
+over them) and by Triton itself (its inference statistics for the model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import io
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from gateway.keys import new_key
+from tests.e2e.conftest import GatewayProcess, StartGateway, dicom_form
+from tests.factories import make_ct_series
+from tests.postgres import fresh_database
+from triton_local import LocalTriton
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT_S = 300.0
+"""Bounds a request so a hung gateway fails the test instead of the run; not a measurement."""
+VOLUME_MODEL = "chest_segmenter_3d"
+FAST_MODEL = "lesion_classifier"
+SECRET = "callback-secret"
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+# ---- what the tests share ----
+
+
+@dataclass
+class Receiver:
+    """A callback receiver on 127.0.0.1: every POST it got, headers and raw body."""
+
+    server: ThreadingHTTPServer
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@contextlib.contextmanager
+def receiving() -> Iterator[Receiver]:
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Receiver(server, received)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def allowed() -> Iterator[Receiver]:
+    with receiving() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def forbidden() -> Iterator[Receiver]:
+    with receiving() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """A 300-slice CT phantom, one DICOM file per slice, 1 mm apart."""
+    from training.phantoms import phantom_volume
+
+    volume = phantom_volume(
+        np.random.default_rng(7), 300, 256, lesions=[18.0], slice_thickness_mm=1.0
+    )
+    return make_ct_series(
+        tmp_path_factory.mktemp("series"), volume.hu, volume.spacing_mm, shuffle=2
+    )
+
+
+@pytest.fixture(scope="module")
+def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("jobs")
+
+
+@pytest.fixture(scope="module")
+def client(
+    triton: LocalTriton, start_gateway: StartGateway, allowed: Receiver, jobs_dir: Path
+) -> Iterator[httpx.Client]:
+    """One gateway, callbacks allowed to the ``allowed`` receiver's port only."""
+    url, _ = start_gateway(
+        triton.grpc_url,
+        {
+            "JOBS_DIR": str(jobs_dir),
+            "JOB_CALLBACK_HOSTS": f"127.0.0.1:{allowed.port}",
+            "JOB_CALLBACK_SECRET": SECRET,
+        },
+    )
+    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as http:
+        yield http
+
+
+def png_form(name: str, seed: int) -> dict[str, Any]:
+    pixels = np.random.default_rng(seed).integers(0, 255, (64, 64), dtype=np.uint8)
+    encoded = io.BytesIO()
+    Image.fromarray(pixels).save(encoded, format="PNG")
+    entry = {
+        "id": name,
+        "file_name": f"{name}.png",
+        "index": 0,
+        "category_ids": None,
+        "regressions": None,
+    }
+    return {
+        "files": [("files", (f"{name}.png", encoded.getvalue(), "image/png"))],
+        "data": {"images": json.dumps([entry])},
+    }
+
+
+def until_ended(
+    http: httpx.Client, location: str, timeout_s: float = TIMEOUT_S
+) -> list[dict[str, Any]]:
+    """Every status seen while polling, the last one ended."""
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = http.get(location)
+        assert status.status_code == 200, status.text
+        seen.append(status.json())
+        if seen[-1]["state"] in ENDED:
+            return seen
+        time.sleep(0.1)
+    pytest.fail(f"{location} did not end in {timeout_s:g} s: {seen[-1]}")
+
+
+def metric(http: httpx.Client, name: str, labels: str = "") -> float:
+    """The sum of one metric's samples whose labels contain ``labels``."""
+    total = 0.0
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith((name + "{", name + " ")) and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def triton_inferences(triton: LocalTriton, model: str) -> int:
+    stats = httpx.get(f"{triton.http_url}/v2/models/{model}/stats", timeout=30).json()
+    return int(sum(s["inference_stats"]["success"]["count"] for s in stats["model_stats"]))
+
+
+def canonical(document: Mapping[str, Any]) -> Any:
+    """An AiCOCO answer with its random ids replaced by what they name, in a fixed order."""
+    names = {c["id"]: c["name"] for c in document["categories"]}
+    objects = {o["id"]: sorted(names[i] for i in o["category_ids"]) for o in document["objects"]}
+    annotations = sorted(
+        json.dumps([a["image_id"], objects[a["object_id"]], a["bbox"], a["segmentation"]])
+        for a in document["annotations"]
+    )
+    images = sorted(
+        json.dumps([i["id"], sorted(names[c] for c in i["category_ids"] or [])])
+        for i in document["images"]
+    )
+    return images, annotations, sorted(json.dumps(o) for o in objects.values())
+
+
+# ---- the volumetric example model on a 300-slice series ----
+
+
+def test_a_job_shows_its_progress_advancing_and_answers_as_the_synchronous_call(
+    client: httpx.Client, series: list[Path]
+) -> None:
+    submitted = client.post(f"/models/{VOLUME_MODEL}/jobs", **dicom_form(series))  # type: ignore[arg-type]
+    assert submitted.status_code == 202, submitted.text
+    location = submitted.headers["location"]
+    assert submitted.json()["state"] == "queued" and location == submitted.json()["href"]
+    seen = until_ended(client, location)
+    assert seen[-1]["state"] == "succeeded", seen[-1]
+    patches = [
+        s["progress"]["done"] for s in seen if (s["progress"] or {}).get("unit") == "patches"
+    ]
+    assert len(set(patches)) >= 3, f"progress advancing: {patches}"
+    assert patches == sorted(patches) and patches[-1] <= seen[-2]["progress"]["total"]
+    stages = [s["stage"] for s in seen if s["state"] == "running"]
+    assert "triton" in stages
+    result = client.get(location + "/result")
+    assert result.status_code == 200 and result.headers["content-type"] == "application/json"
+    assert seen[-1]["result"]["bytes"] == len(result.content)
+    synchronous = client.post(f"/models/{VOLUME_MODEL}/invocations", **dicom_form(series))  # type: ignore[arg-type]
+    assert synchronous.status_code == 200, synchronous.text
+    assert canonical(result.json()) == canonical(synchronous.json())
+
+
+def test_delete_mid_run_frees_its_slot_and_files_within_a_second(
+    client: httpx.Client, series: list[Path], jobs_dir: Path
+) -> None:
+    submitted = client.post(f"/models/{VOLUME_MODEL}/jobs", **dicom_form(series))  # type: ignore[arg-type]
+    location = submitted.headers["location"]
+    job_id = submitted.json()["id"]
+    deadline = time.monotonic() + TIMEOUT_S
+    while (status := client.get(location).json())["state"] != "running" or not (
+        status["progress"]
+        and status["progress"]["unit"] == "patches"
+        and status["progress"]["done"]
+    ):
+        assert time.monotonic() < deadline and status["state"] not in ENDED, status
+        time.sleep(0.05)
+    assert (jobs_dir / job_id / "input").is_dir()
+    assert metric(client, "gateway_in_flight_requests") == 1
+    started = time.monotonic()
+    cancelled = client.delete(location)
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    while metric(client, "gateway_in_flight_requests") or (jobs_dir / job_id / "input").exists():
+        assert time.monotonic() - started < 1.0, "slot and files freed within 1 s"
+        time.sleep(0.02)
+    patches = metric(
+        client, "gateway_progress_units_total", f'model="{VOLUME_MODEL}",unit="patches"'
+    )
+    time.sleep(1.0)
+    after = metric(client, "gateway_progress_units_total", f'model="{VOLUME_MODEL}",unit="patches"')
+    assert after == patches, "no patch after the cancellation"
+    assert client.get(location).json()["state"] == "cancelled"
+    refused = client.get(location + "/result")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "job_result_unavailable"
+
+
+def test_a_callback_to_an_allowed_receiver_arrives_signed(
+    client: httpx.Client, series: list[Path], allowed: Receiver
+) -> None:
+    submitted = client.post(
+        f"/models/{VOLUME_MODEL}/jobs",
+        params={"callback": allowed.url("/done?study=1")},
+        **dicom_form(series),  # type: ignore[arg-type]
+    )
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    until_ended(client, submitted.headers["location"])
+    deadline = time.monotonic() + 30
+    while not any(h.get("x-gateway-job") == job_id for h, _ in allowed.received):
+        assert time.monotonic() < deadline, "the callback arrived"
+        time.sleep(0.05)
+    ((headers, body),) = [(h, b) for h, b in allowed.received if h.get("x-gateway-job") == job_id]
+    expected = hmac.new(
+        SECRET.encode(), headers["x-gateway-timestamp"].encode() + b"." + body, hashlib.sha256
+    ).hexdigest()
+    assert headers["x-gateway-signature"] == "sha256=" + expected
+    assert abs(int(headers["x-gateway-timestamp"]) - time.time()) < 120
+    final = json.loads(body)
+    assert (final["id"], final["state"]) == (job_id, "succeeded")
+    shown = client.get(submitted.headers["location"]).json()
+    assert shown["callback"] == {
+        "url": allowed.url("/done?study=1"),
+        "state": "delivered",
+        "attempts": 1,
+    }
+
+
+def test_a_callback_to_a_host_not_allowed_is_never_attempted(
+    client: httpx.Client, series: list[Path], allowed: Receiver, forbidden: Receiver
+) -> None:
+    for url in (
+        forbidden.url(),  # the same host, a port not listed
+        f"http://localhost:{allowed.port}/hook",  # the listed port, another name
+        f"http://user@127.0.0.1:{allowed.port}/hook",
+    ):
+        refused = client.post(
+            f"/models/{VOLUME_MODEL}/jobs",
+            params={"callback": url},
+            **dicom_form(series[:2]),  # type: ignore[arg-type]
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "callback_not_allowed"
+    time.sleep(1.5)
+    assert forbidden.received == []
+    assert not any(
+        "localhost" in h.get("host", "") or "user" in h.get("host", "") for h, _ in allowed.received
+    )
+
+
+# ---- who sees a job ----
+
+
+def test_another_keys_job_is_a_404(
+    triton: LocalTriton, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    (key_a, entry_a), (key_b, entry_b) = new_key("a"), new_key("b")
+    url, _ = start_gateway(
+        triton.grpc_url, {"API_KEYS": f"{entry_a},{entry_b}", "JOBS_DIR": str(tmp_path / "jobs")}
+    )
+    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as http:
+        mine = {"Authorization": f"Bearer {key_a}"}
+        theirs = {"X-API-Key": key_b}
+        submitted = http.post("/jobs", headers=mine, **png_form("img", 1))
+        assert submitted.status_code == 202, submitted.text
+        location = submitted.headers["location"]
+        assert http.get(location).status_code == 401
+        for method, path in (
+            ("GET", location),
+            ("GET", location + "/result"),
+            ("DELETE", location),
+        ):
+            answer = http.request(method, path, headers=theirs)
+            assert answer.status_code == 404, (method, path, answer.text)
+            assert answer.json()["error"]["code"] == "job_not_found"
+        seen = until_ended(httpx.Client(base_url=url, headers=mine, timeout=TIMEOUT_S), location)
+        assert seen[-1]["state"] == "succeeded"
+        assert http.get(location + "/result", headers=mine).status_code == 200
+        unknown = http.get("/jobs/" + "A" * 22, headers=mine)
+        assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "job_not_found")
+
+
+# ---- kill -9 ----
+
+
+def _gateway(folder: Path, triton: LocalTriton, env: Mapping[str, str]) -> GatewayProcess:
+    gateway = GatewayProcess(folder, triton.grpc_url, env)
+    gateway.wait_until_ready()
+    return gateway
+
+
+def _wait_running(http: httpx.Client, location: str, attempt: int = 1) -> None:
+    """Until the job's ``attempt``-th run reports progress (a row still says "running" for a
+    gateway just killed, until its lease runs out)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while (
+        (status := http.get(location).json())["state"] != "running"
+        or not status["progress"]
+        or status["attempts"] != attempt
+    ):
+        assert time.monotonic() < deadline and status["state"] not in ENDED, status
+        time.sleep(0.05)
+
+
+def test_kill_9_mid_job_then_a_restart_requeues_it_and_it_finishes_or_fails_with_its_code(
+    triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory, series: list[Path]
+) -> None:
+    jobs = tmp_path_factory.mktemp("killed-jobs")
+    env = {"JOBS_DIR": str(jobs), "JOB_LEASE_S": "2"}
+    # Killed once: queued again, and it finishes.
+    first = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    with httpx.Client(base_url=first.url, timeout=TIMEOUT_S) as http:
+        once = http.post(f"/models/{VOLUME_MODEL}/jobs", **dicom_form(series)).headers["location"]  # type: ignore[arg-type]
+        _wait_running(http, once)
+    first.process.kill()
+    first.process.wait()
+    second = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    try:
+        with httpx.Client(base_url=second.url, timeout=TIMEOUT_S) as http:
+            seen = until_ended(http, once)
+            assert seen[-1]["state"] == "succeeded", seen[-1]
+            assert seen[-1]["attempts"] == 2, "queued again once"
+            assert http.get(once + "/result").status_code == 200
+            # Killed twice: failed, with the code that says so.
+            submitted = http.post(f"/models/{VOLUME_MODEL}/jobs", **dicom_form(series))  # type: ignore[arg-type]
+            twice = submitted.headers["location"]
+            _wait_running(http, twice)
+    finally:
+        second.process.kill()
+        second.process.wait()
+    third = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    with httpx.Client(base_url=third.url, timeout=TIMEOUT_S) as http:
+        _wait_running(http, twice, attempt=2)
+    third.process.kill()
+    third.process.wait()
+    fourth = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    try:
+        with httpx.Client(base_url=fourth.url, timeout=TIMEOUT_S) as http:
+            seen = until_ended(http, twice)
+            assert seen[-1]["state"] == "failed"
+            assert seen[-1]["error"]["code"] == "job_interrupted"
+            assert seen[-1]["error"]["status"] == 500
+            assert not (jobs / twice.rsplit("/", 1)[1] / "input").exists()
+            assert http.get(once).json()["state"] == "succeeded", "kept across restarts"
+    finally:
+        fourth.stop()
+    assert fourth.process.returncode == 0, fourth.log_tail()
+
+
+def test_nothing_is_lost_when_the_gateway_is_killed_at_any_moment(
+    triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Jobs submitted back to back while the gateway is killed (``kill -9``) at random moments,
+    four times: the kills land between any two steps (receiving, the row, the claim, the run,
+    the result, its row). Every job that was answered 202 ends: succeeded, or failed with
+    ``job_interrupted``; none is lost, none is left running, no ended job keeps its inputs."""
+    jobs = tmp_path_factory.mktemp("killed-jobs")
+    env = {"JOBS_DIR": str(jobs), "JOB_LEASE_S": "1"}
+    accepted: list[str] = []
+    rng = random.Random(5)
+    for _ in range(4):
+        gateway = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+        stop = threading.Event()
+
+        def submit(url: str = gateway.url, stop: threading.Event = stop) -> None:
+            with httpx.Client(base_url=url, timeout=10) as http:
+                while not stop.is_set():
+                    try:
+                        answer = http.post(
+                            "/jobs", **png_form(f"img{len(accepted)}", len(accepted))
+                        )
+                    except httpx.TransportError:
+                        return
+                    if answer.status_code == 202:
+                        accepted.append(answer.json()["id"])
+
+        submitter = threading.Thread(target=submit)
+        submitter.start()
+        time.sleep(rng.uniform(0.5, 2.0))
+        gateway.process.kill()
+        gateway.process.wait()
+        stop.set()
+        submitter.join()
+    assert len(accepted) > 20
+    last = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    try:
+        with httpx.Client(base_url=last.url, timeout=TIMEOUT_S) as http:
+            outcomes = {}
+            for job_id in accepted:
+                final = until_ended(http, f"/jobs/{job_id}")[-1]
+                outcomes[job_id] = final["state"], (final["error"] or {}).get("code")
+                assert not (jobs / job_id / "input").exists()
+        assert set(outcomes.values()) <= {("succeeded", None), ("failed", "job_interrupted")}
+        assert sum(state == "succeeded" for state, _ in outcomes.values()) >= len(accepted) - 4
+    finally:
+        last.stop()
+
+
+# ---- several gateways on the shared store ----
+
+
+@pytest.fixture
+def two_gateways(
+    triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory, postgres_url: str
+) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    env = {
+        "JOBS_DIR": str(tmp_path_factory.mktemp("shared-jobs")),
+        "JOBS_DATABASE_URL": fresh_database(postgres_url),
+    }
+    gateways = [_gateway(tmp_path_factory.mktemp("gw"), triton, env) for _ in range(2)]
+    try:
+        with (
+            httpx.Client(base_url=gateways[0].url, timeout=TIMEOUT_S) as a,
+            httpx.Client(base_url=gateways[1].url, timeout=TIMEOUT_S) as b,
+        ):
+            yield a, b
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        for gateway in gateways:
+            assert gateway.process.returncode == 0, gateway.log_tail()
+
+
+def runs(clients: tuple[httpx.Client, ...], model: str) -> float:
+    return sum(metric(c, "gateway_job_runs_total", f'model="{model}"') for c in clients)
+
+
+def test_a_job_submitted_to_one_gateway_is_polled_and_fetched_from_the_other_and_ran_once(
+    two_gateways: tuple[httpx.Client, httpx.Client], triton: LocalTriton
+) -> None:
+    a, b = two_gateways
+    inferences = triton_inferences(triton, FAST_MODEL)
+    submitted = a.post("/jobs", **png_form("shared", 3))
+    assert submitted.status_code == 202, submitted.text
+    location = submitted.headers["location"]
+    assert until_ended(b, location)[-1]["state"] == "succeeded"
+    result = b.get(location + "/result")
+    assert result.status_code == 200 and result.json()["images"][0]["id"] == "shared"
+    assert runs(two_gateways, FAST_MODEL) == 1
+    assert triton_inferences(triton, FAST_MODEL) - inferences == 1
+    assert a.delete(location).status_code == 200
+    assert b.get(location).status_code == 404
+
+
+def test_200_jobs_at_once_across_two_gateways_each_run_and_fetched_exactly_once(
+    two_gateways: tuple[httpx.Client, httpx.Client], triton: LocalTriton
+) -> None:
+    clients = two_gateways
+    inferences = triton_inferences(triton, FAST_MODEL)
+    count = 200
+
+    async def submit_all() -> list[tuple[int, str]]:
+        limits = httpx.Limits(max_connections=32)
+        async with (
+            httpx.AsyncClient(
+                base_url=str(clients[0].base_url), limits=limits, timeout=TIMEOUT_S
+            ) as a,
+            httpx.AsyncClient(
+                base_url=str(clients[1].base_url), limits=limits, timeout=TIMEOUT_S
+            ) as b,
+        ):
+
+            async def one(k: int) -> tuple[int, str]:
+                answer = await (a, b)[k % 2].post("/jobs", **png_form(f"job{k}", k))
+                assert answer.status_code == 202, answer.text
+                return k, answer.headers["location"]
+
+            return await asyncio.gather(*(one(k) for k in range(count)))
+
+    submitted = asyncio.run(submit_all())
+    for k, location in submitted:
+        other = clients[(k + 1) % 2]
+        assert until_ended(other, location)[-1]["state"] == "succeeded"
+        result = other.get(location + "/result")
+        assert result.status_code == 200
+        assert result.json()["images"][0]["id"] == f"job{k}", "each job's own answer"
+    assert runs(clients, FAST_MODEL) == count
+    assert triton_inferences(triton, FAST_MODEL) - inferences == count
+
+
+# ---- the send command ----
+
+
+def test_the_send_command_follows_a_job_and_ctrl_c_cancels_it(
+    client: httpx.Client, series: list[Path], tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    image = tmp_path / "chest.png"
+    image.write_bytes(png_form("chest", 4)["files"][0][1][1])
+    command = [sys.executable, "-m", "gateway", "send", "--url", str(client.base_url), "--job"]
+    followed = subprocess.run(
+        [*command, str(image)], capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+    )
+    assert followed.returncode == 0, followed.stderr
+    assert json.loads(followed.stdout)["images"][0]["file_name"] == "chest.png"
+    assert followed.stderr.strip().splitlines()[-1].endswith(": succeeded")
+    # A long job, interrupted while it runs: the command cancels it.
+    running = subprocess.Popen(
+        [*command, "--model", VOLUME_MODEL, *map(str, series)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert running.stderr is not None
+    lines = []
+    for line in running.stderr:
+        lines.append(line)
+        if "patches" in line and " 0 of" not in line:
+            break
+    running.send_signal(signal.SIGINT)
+    _, rest = running.communicate(timeout=60)
+    assert running.returncode == 130, "".join(lines) + rest
+    job_id = lines[0].split()[1].rstrip(":")
+    assert client.get(f"/jobs/{job_id}").json()["state"] == "cancelled"
+    assert f"job {client.base_url}/jobs/{job_id} cancelled" in rest
