@@ -113,8 +113,8 @@ class Metrics:
         )
         self.progress_units = Counter(
             "gateway_progress_units",
-            "Units of long work done by inference requests (a volumetric model's patches, each "
-            "with its mirrorings), by model and unit.",
+            "Units of long work done by inference requests (slices of a series read, a "
+            "volumetric model's patches, each with its mirrorings), by model and unit.",
             ("model", "unit"),
             registry=self.registry,
         )

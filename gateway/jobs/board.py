@@ -77,14 +77,14 @@ class JobBoard:
             cancelled = await self.store.cancel(job.id, time.time())
             if cancelled is not None:
                 await self._stop_here(job.id)
-                self.files.remove_inputs(job.id)
+                await asyncio.to_thread(self.files.remove_inputs, job.id)
                 self.metrics.jobs_ended.labels(state=State.CANCELLED.value).inc()
                 logger.info("job %s cancelled (%s)", job.id, job.state.value)
                 self.on_end()
                 return cancelled
             job = await self.store.get(job.id) or job  # it ended meanwhile
         if await self.store.delete(job.id):
-            self.files.remove(job.id)
+            await asyncio.to_thread(self.files.remove, job.id)
             logger.info("job %s removed with its result", job.id)
         return job
 

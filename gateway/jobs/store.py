@@ -378,11 +378,14 @@ class JobStore:
         return bool(rows)
 
     async def release(self, job_id: str, runner: str) -> None:
-        """This gateway stops without finishing the job: its lease ends now, so the next
-        upkeep (any gateway's) queues it again or fails it, as for a gateway that died."""
+        """This gateway stops (SIGTERM: a restart, a rolling update) without finishing the job:
+        its lease ends now, so the next upkeep, any gateway's, queues it again; and the run does
+        not count, since it was not the job that stopped it (a crash, which may be the job's
+        doing, counts)."""
         await self._call(
             self._db.execute,
-            "UPDATE jobs SET lease_until = 0 WHERE id = ? AND runner = ? AND state = 'running'",
+            "UPDATE jobs SET lease_until = 0, attempts = attempts - 1 "
+            "WHERE id = ? AND runner = ? AND state = 'running'",
             [job_id, runner],
         )
 

@@ -62,7 +62,7 @@ class Upkeep:
             logger.warning("job %s: its gateway stopped while it ran; queued again", job_id)
         for job_id in failed:
             logger.warning("job %s: its gateway stopped while it ran, again; failed", job_id)
-            board.files.remove_inputs(job_id)
+            await asyncio.to_thread(board.files.remove_inputs, job_id)
         if queued:
             board.submitted.set()
         if failed:
@@ -82,14 +82,15 @@ class Upkeep:
             total -= size
         for job_id in removed:
             if await board.store.delete(job_id):
-                board.files.remove(job_id)
+                await asyncio.to_thread(board.files.remove, job_id)
         for job_id, _, _ in kept:
             if board.files.inputs(job_id).exists():
-                board.files.remove_inputs(job_id)  # its gateway was killed before removing them
-        folders = board.files.folders()
+                # Its gateway was killed before removing them.
+                await asyncio.to_thread(board.files.remove_inputs, job_id)
+        folders = await asyncio.to_thread(board.files.folders)
         known = await board.store.existing(folders)
         for job_id in board.files.orphans(known, now):
-            board.files.remove(job_id)
+            await asyncio.to_thread(board.files.remove, job_id)
         if removed:
             logger.info(
                 "removed %d ended job(s); %d kept (%d bytes)", len(removed), len(kept), total

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 from gateway import invocation
 from gateway.dicomweb import round_trip
@@ -84,8 +85,8 @@ class JobWorkers:
         try:
             await asyncio.wait({task})
         except asyncio.CancelledError:
-            # The gateway is stopping: stop the job, and let any gateway queue it again now
-            # rather than after its lease.
+            # The gateway is stopping: stop the job, keep its inputs, and let any gateway queue
+            # it again now rather than after its lease.
             task.cancel()
             await asyncio.wait({task})
             await asyncio.shield(self._board.store.release(job.id, self._board.runner))
@@ -93,7 +94,15 @@ class JobWorkers:
         finally:
             reporter.cancel()
             self._board.running.pop(job.id, None)
-            self._board.files.remove_inputs(job.id)
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            logger.warning(
+                "job %s: its end could not be recorded (%s); it runs again after its lease",
+                job.id,
+                failure,
+            )
+            return
+        await asyncio.to_thread(self._board.files.remove_inputs, job.id)
 
     async def _report(self, job: Job, progress: Progress, task: asyncio.Task[None]) -> None:
         store, runner = self._board.store, self._board.runner
@@ -117,43 +126,35 @@ class JobWorkers:
                 return
 
     async def _execute(self, job: Job, progress: Progress) -> None:
+        """Run the job, then record how it ended; a store that fails at that point raises, and
+        the job runs again after its lease."""
         board = self._board
+        ending: dict[str, Any]
         try:
             outcome = await self._answer(job, progress)
             progress.stage = "save"
             size = await self._service.cpu.run(board.files.write_result, job.id, outcome.content)
-            ended = await board.store.finish(
-                job.id,
-                board.runner,
-                State.SUCCEEDED,
-                result_type=outcome.media_type,
-                result_name=outcome.filename,
-                result_bytes=size,
-            )
             state = State.SUCCEEDED
+            ending = {
+                "result_type": outcome.media_type,
+                "result_name": outcome.filename,
+                "result_bytes": size,
+            }
         except asyncio.CancelledError:
             raise
         except ApiError as exc:
-            ended = await self._fail(job, exc)
-            state = State.FAILED
+            state, ending = State.FAILED, {"error": error_object(exc, job.id)}
+            logger.info("job %s failed: %s: %s", job.id, exc.code, exc.message)
         except Exception:
             logger.exception("job %s failed", job.id)
-            ended = await self._fail(
-                job, InternalError("the job failed; the gateway's log says why")
-            )
-            state = State.FAILED
-        if ended:
+            error = InternalError("the job failed; the gateway's log says why")
+            state, ending = State.FAILED, {"error": error_object(error, job.id)}
+        if await board.store.finish(job.id, board.runner, state, **ending):
             board.metrics.jobs_ended.labels(state=state.value).inc()
             logger.info("job %s %s", job.id, state.value)
             board.on_end()
         else:
             board.files.result(job.id).unlink(missing_ok=True)
-
-    async def _fail(self, job: Job, error: ApiError) -> bool:
-        logger.info("job %s failed: %s: %s", job.id, error.code, error.message)
-        return await self._board.store.finish(
-            job.id, self._board.runner, State.FAILED, error=error_object(error, job.id)
-        )
 
     async def _answer(self, job: Job, progress: Progress) -> Outcome:
         service, folder = self._service, self._board.files.inputs(job.id)

@@ -311,6 +311,66 @@ def test_a_callback_to_a_host_not_allowed_is_never_attempted(
     )
 
 
+def test_a_failed_job_holds_the_error_the_synchronous_call_answers(client: httpx.Client) -> None:
+    """A PNG is valid input, so the job is accepted; the volumetric model then refuses it."""
+    submitted = client.post(f"/models/{VOLUME_MODEL}/jobs", **png_form("flat", 5))
+    assert submitted.status_code == 202, submitted.text
+    failed = until_ended(client, submitted.headers["location"])[-1]
+    synchronous = client.post(f"/models/{VOLUME_MODEL}/invocations", **png_form("flat", 5))
+    assert failed["state"] == "failed"
+    error = synchronous.json()["error"]
+    assert failed["error"]["status"] == synchronous.status_code == 422
+    assert (failed["error"]["code"], failed["error"]["message"]) == (
+        error["code"],
+        error["message"],
+    )
+    assert failed["error"]["details"] == error.get("details", {})
+    assert failed["error"]["request_id"] == failed["id"]
+
+
+def test_a_bad_submission_is_its_4xx_at_once_and_leaves_nothing(
+    client: httpx.Client, jobs_dir: Path
+) -> None:
+    before = sorted(p.name for p in jobs_dir.iterdir())
+    form = png_form("img", 6)
+    form["data"] = {"images": json.dumps([{"id": "x", "file_name": "other.png", "index": 0}])}
+    mismatched = client.post("/jobs", **form)
+    assert (mismatched.status_code, mismatched.json()["error"]["code"]) == (422, "file_mismatch")
+    unknown = client.post("/models/no_such_model/jobs", **png_form("img", 6))
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "model_not_found")
+    bad_output = client.post("/jobs", params={"output": "seg"}, **png_form("img", 6))
+    assert bad_output.status_code == 400, "a classifier has no SEG"
+    assert sorted(p.name for p in jobs_dir.iterdir()) == before
+
+
+def test_the_queue_is_bounded_and_shows_each_jobs_place(
+    triton: LocalTriton, start_gateway: StartGateway, series: list[Path], tmp_path: Path
+) -> None:
+    url, _ = start_gateway(
+        triton.grpc_url,
+        {
+            "JOBS_DIR": str(tmp_path / "jobs"),
+            "JOB_WORKERS": "1",
+            "JOB_MAX_QUEUED": "2",
+        },
+    )
+    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as http:
+        running = http.post(f"/models/{VOLUME_MODEL}/jobs", **dicom_form(series))  # type: ignore[arg-type]
+        _wait_running(http, running.headers["location"])
+        queued = [http.post("/jobs", **png_form(f"q{k}", k)) for k in range(2)]
+        assert [q.json()["queue_position"] for q in queued] == [0, 1]
+        refused = http.post("/jobs", **png_form("q2", 2))
+        assert (refused.status_code, refused.json()["error"]["code"]) == (503, "server_busy")
+        assert refused.json()["error"]["details"]["stage"] == "jobs"
+        assert "retry-after" in refused.headers
+        # A synchronous request is served meanwhile: the job takes one slot of MAX_IN_FLIGHT.
+        assert http.post("/invocations", **png_form("sync", 9)).status_code == 200
+        assert http.delete(queued[0].headers["location"]).json()["state"] == "cancelled"
+        assert http.get(queued[1].headers["location"]).json()["queue_position"] == 0
+        http.delete(running.headers["location"])
+        assert until_ended(http, queued[1].headers["location"])[-1]["state"] == "succeeded"
+
+
 # ---- who sees a job ----
 
 
@@ -408,6 +468,27 @@ def test_kill_9_mid_job_then_a_restart_requeues_it_and_it_finishes_or_fails_with
     finally:
         fourth.stop()
     assert fourth.process.returncode == 0, fourth.log_tail()
+
+
+def test_a_gateway_stopped_with_sigterm_hands_its_job_back_and_the_run_does_not_count(
+    triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory, series: list[Path]
+) -> None:
+    env = {"JOBS_DIR": str(tmp_path_factory.mktemp("stopped-jobs")), "JOB_LEASE_S": "3"}
+    first = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    with httpx.Client(base_url=first.url, timeout=TIMEOUT_S) as http:
+        location = http.post(f"/models/{VOLUME_MODEL}/jobs", **dicom_form(series)).headers[  # type: ignore[arg-type]
+            "location"
+        ]
+        _wait_running(http, location)
+    first.stop()
+    assert first.process.returncode == 0, first.log_tail()
+    second = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    try:
+        with httpx.Client(base_url=second.url, timeout=TIMEOUT_S) as http:
+            final = until_ended(http, location)[-1]
+            assert (final["state"], final["attempts"]) == ("succeeded", 1), final["error"]
+    finally:
+        second.stop()
 
 
 def test_nothing_is_lost_when_the_gateway_is_killed_at_any_moment(

@@ -224,3 +224,43 @@ def test_wrong_credentials_are_named(
         timeout=TIMEOUT_S,
     )
     assert "DICOMWEB_USERNAME" in error_of(response, 502, "pacs_error")
+
+
+def test_the_round_trip_as_a_job_stores_its_seg_and_answers_as_the_synchronous_call(
+    http: httpx.Client, orthanc: Orthanc, ct_study: Study
+) -> None:
+    """``POST /models/{name}/dicomweb/jobs``: the same JSON, validated before the 202; the
+    retrieval, the run and the STOW happen in the job; its result is the PacsResult."""
+    asked = {"study_instance_uid": ct_study.study, "store": True, "min_slices": 2}
+    refused = http.post("/models/lesion_classifier/dicomweb/jobs", json={**asked, "output": "seg"})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_parameter"), (
+        "a classifier has no SEG: refused before the 202"
+    )
+    submitted = http.post("/models/lesion_segmenter_3d/dicomweb/jobs", json=asked)
+    assert submitted.status_code == 202, submitted.text
+    assert submitted.json()["kind"] == "dicomweb"
+    location = submitted.headers["location"]
+    deadline = time.monotonic() + TIMEOUT_S
+    stages = set()
+    while (status := http.get(location).json())["state"] not in ("succeeded", "failed"):
+        stages.add(status["stage"])
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    assert status["state"] == "succeeded", status
+    answer = http.get(location + "/result").json()
+    assert answer["series_instance_uid"] == ct_study.series
+    (stored,) = answer["stored"]
+    assert orthanc.instance(stored["sop_instance_uid"])
+    synchronous = round_trip(http, "lesion_segmenter_3d", **{**asked, "store": False})
+    assert len(answer["aicoco"]["annotations"]) == len(synchronous["aicoco"]["annotations"])
+    assert stages - {None} <= {
+        "starting",
+        "retrieve",
+        "read",
+        "preprocess",
+        "triton",
+        "postprocess",
+        "format",
+        "store",
+        "save",
+    }

@@ -164,7 +164,8 @@ def test_a_volume_over_max_volume_voxels_is_a_413_before_any_patch(
         metrics = http.get("/metrics").text
     assert refusal(response) == (413, "volume_too_large")
     assert "MAX_VOLUME_VOXELS (5,000)" in response.json()["error"]["message"]
-    assert 'gateway_progress_units_total{model="volume"' not in metrics
+    assert 'gateway_progress_units_total{model="volume",unit="slices"} 12.0' in metrics
+    assert 'gateway_progress_units_total{model="volume",unit="patches"' not in metrics
 
 
 def test_the_example_model_segments_a_phantom_as_its_card_says(

@@ -149,6 +149,8 @@ async def test_a_live_lease_is_kept_and_a_release_ends_it_now(store: JobStore) -
     assert await store.expire_leases({}) == ([], [])
     await store.release(queued.id, "alive")
     assert await store.expire_leases({}) == ([queued.id], [])
+    again = await store.claim("next", lease_s=30)
+    assert again is not None and again.attempts == 1, "a SIGTERM's run does not count"
 
 
 async def test_a_due_callback_is_taken_by_one_gateway(open_store: Open) -> None:
