@@ -70,8 +70,12 @@ def receiving() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(204)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            received.append((headers, body))
+            # /flaky answers 503 to a job's first attempt: the gateway must try again.
+            job = headers.get("x-gateway-job")
+            tries = sum(h.get("x-gateway-job") == job for h, _ in received)
+            self.send_response(503 if self.path.startswith("/flaky") and tries == 1 else 204)
             self.end_headers()
 
         def log_message(self, format: str, *args: Any) -> None:
@@ -289,6 +293,19 @@ def test_a_callback_to_an_allowed_receiver_arrives_signed(
     }
 
 
+def test_a_refused_callback_is_tried_again(client: httpx.Client, allowed: Receiver) -> None:
+    submitted = client.post("/jobs", params={"callback": allowed.url("/flaky")}, **png_form("f", 8))
+    assert submitted.status_code == 202, submitted.text
+    location, job_id = submitted.headers["location"], submitted.json()["id"]
+    deadline = time.monotonic() + 60
+    while (status := client.get(location).json())["callback"]["state"] != "delivered":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert status["callback"]["attempts"] == 2
+    tries = [h for h, _ in allowed.received if h.get("x-gateway-job") == job_id]
+    assert len(tries) == 2 and all(h["x-gateway-signature"].startswith("sha256=") for h in tries)
+
+
 def test_a_callback_to_a_host_not_allowed_is_never_attempted(
     client: httpx.Client, series: list[Path], allowed: Receiver, forbidden: Receiver
 ) -> None:
@@ -369,6 +386,25 @@ def test_the_queue_is_bounded_and_shows_each_jobs_place(
         assert http.get(queued[1].headers["location"]).json()["queue_position"] == 0
         http.delete(running.headers["location"])
         assert until_ended(http, queued[1].headers["location"])[-1]["state"] == "succeeded"
+
+
+def test_an_ended_job_is_kept_for_its_retention_then_a_404(
+    triton: LocalTriton, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    jobs = tmp_path / "jobs"
+    url, _ = start_gateway(triton.grpc_url, {"JOBS_DIR": str(jobs), "JOB_RETENTION_S": "2"})
+    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as http:
+        submitted = http.post("/jobs", **png_form("kept", 10))
+        location, job_id = submitted.headers["location"], submitted.json()["id"]
+        assert until_ended(http, location)[-1]["state"] == "succeeded"
+        assert http.get(location + "/result").status_code == 200
+        assert (jobs / job_id / "result").is_file()
+        deadline = time.monotonic() + 30
+        while (gone := http.get(location)).status_code == 200:
+            assert time.monotonic() < deadline, "removed after JOB_RETENTION_S"
+            time.sleep(0.2)
+        assert (gone.status_code, gone.json()["error"]["code"]) == (404, "job_not_found")
+        assert not (jobs / job_id).exists()
 
 
 # ---- who sees a job ----
