@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.processes import terminate
 from triton_local import free_port
 
 START_TIMEOUT_S = 60.0
@@ -108,12 +109,7 @@ def running_postgres() -> Iterator[str]:
         yield url
     finally:
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process)
         shutil.rmtree(folder, ignore_errors=True)
 
 

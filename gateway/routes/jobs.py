@@ -290,31 +290,23 @@ PACS_SUBMIT_RAISES: tuple[type[ApiError], ...] = (
 
 
 def _endpoints() -> list[Endpoint]:
-    endpoints = []
-    for pacs, prefix, handler, raises in (
-        (False, "", submit, SUBMIT_RAISES),
-        (True, "/dicomweb", submit_from_pacs, PACS_SUBMIT_RAISES),
-    ):
-        endpoints += [
-            Endpoint(
-                "POST",
-                f"{prefix}/jobs",
-                handler,
-                partial(submit_operation, named=False, pacs=pacs),
-                raises=raises,
-                protected=True,
-            ),
-            Endpoint(
-                "POST",
-                f"/models/{{name}}{prefix}/jobs",
-                handler,
-                partial(submit_operation, named=True, pacs=pacs),
-                raises=raises,
-                protected=True,
-            ),
-        ]
+    submissions = [
+        Endpoint(
+            "POST",
+            ("/models/{name}" if named else "") + prefix + "/jobs",
+            handler,
+            partial(submit_operation, named=named, pacs=pacs),
+            raises=raises,
+            protected=True,
+        )
+        for pacs, prefix, handler, raises in (
+            (False, "", submit, SUBMIT_RAISES),
+            (True, "/dicomweb", submit_from_pacs, PACS_SUBMIT_RAISES),
+        )
+        for named in (False, True)
+    ]
     return [
-        *endpoints,
+        *submissions,
         Endpoint("GET", "/jobs/{id}", show, fixed(SHOW), raises=FIND_RAISES, protected=True),
         Endpoint(
             "GET",

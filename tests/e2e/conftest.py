@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.declared_errors import MESSAGE, answers_in_log, undeclared
+from tests.processes import terminate
 from triton_local import LocalTriton, free_port
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
@@ -238,12 +239,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     try:
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
 
 @pytest.fixture(scope="module")

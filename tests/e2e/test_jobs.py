@@ -448,6 +448,12 @@ def _gateway(folder: Path, triton: LocalTriton, env: Mapping[str, str]) -> Gatew
     return gateway
 
 
+def _kill(gateway: GatewayProcess) -> None:
+    """``kill -9``: the gateway gets no chance to hand anything back."""
+    gateway.process.kill()
+    gateway.process.wait()
+
+
 def _wait_running(http: httpx.Client, location: str, attempt: int = 1) -> None:
     """Until the job's ``attempt``-th run reports progress (a row still says "running" for a
     gateway just killed, until its lease runs out)."""
@@ -471,8 +477,7 @@ def test_kill_9_mid_job_then_a_restart_requeues_it_and_it_finishes_or_fails_with
     with httpx.Client(base_url=first.url, timeout=TIMEOUT_S) as http:
         once = http.post(f"/models/{VOLUME_MODEL}/jobs", **dicom_form(series)).headers["location"]  # type: ignore[arg-type]
         _wait_running(http, once)
-    first.process.kill()
-    first.process.wait()
+    _kill(first)
     second = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
     try:
         with httpx.Client(base_url=second.url, timeout=TIMEOUT_S) as http:
@@ -485,13 +490,11 @@ def test_kill_9_mid_job_then_a_restart_requeues_it_and_it_finishes_or_fails_with
             twice = submitted.headers["location"]
             _wait_running(http, twice)
     finally:
-        second.process.kill()
-        second.process.wait()
+        _kill(second)
     third = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
     with httpx.Client(base_url=third.url, timeout=TIMEOUT_S) as http:
         _wait_running(http, twice, attempt=2)
-    third.process.kill()
-    third.process.wait()
+    _kill(third)
     fourth = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
     try:
         with httpx.Client(base_url=fourth.url, timeout=TIMEOUT_S) as http:
@@ -557,8 +560,7 @@ def test_nothing_is_lost_when_the_gateway_is_killed_at_any_moment(
         submitter = threading.Thread(target=submit)
         submitter.start()
         time.sleep(rng.uniform(0.5, 2.0))
-        gateway.process.kill()
-        gateway.process.wait()
+        _kill(gateway)
         stop.set()
         submitter.join()
     assert len(accepted) > 20
