@@ -28,6 +28,7 @@ from gateway.jobs.board import JobBoard
 from gateway.jobs.requests import form_of, invocation_of
 from gateway.jobs.store import Job, Kind, State
 from gateway.jobs.wakeup import nap
+from gateway.logs import request_id_var
 from gateway.progress import Progress
 from gateway.runner import Run
 from gateway.service import Service
@@ -77,7 +78,6 @@ class JobWorkers:
 
     async def _run(self, job: Job) -> None:
         self._service.metrics.job_runs.labels(model=job.model).inc()
-        logger.info("job %s started (attempt %d)", job.id, job.attempts)
         progress = Progress(stage="starting")
         task = asyncio.create_task(self._execute(job, progress))
         self._board.running[job.id] = task
@@ -129,6 +129,8 @@ class JobWorkers:
         """Run the job, then record how it ended; a store that fails at that point raises, and
         the job runs again after its lease."""
         board = self._board
+        request_id_var.set(job.id)  # this task's log lines, the pipeline's included
+        logger.info("job %s started (attempt %d)", job.id, job.attempts)
         ending: dict[str, Any]
         try:
             outcome = await self._answer(job, progress)
@@ -151,7 +153,7 @@ class JobWorkers:
             state, ending = State.FAILED, {"error": error_object(error, job.id)}
         if await board.store.finish(job.id, board.runner, state, **ending):
             board.metrics.jobs_ended.labels(state=state.value).inc()
-            logger.info("job %s %s", job.id, state.value)
+            logger.info("job %s ended: %s", job.id, state.value)
             board.on_end()
         else:
             board.files.result(job.id).unlink(missing_ok=True)

@@ -60,6 +60,9 @@ class GatewayProcess:
             "PORT": str(port),
             "TRITON_URL": triton_url,
             "UPLOAD_DIR": str(self.upload_dir),
+            # Its own jobs: gateways sharing a JOBS_DIR share their jobs, and the tests' gateways
+            # differ (another PACS, wrong credentials) where real replicas would not.
+            "JOBS_DIR": str(folder / "jobs"),
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
             **env,
