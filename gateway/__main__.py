@@ -20,6 +20,9 @@ from pathlib import Path
 from gateway.launch import DEFAULT_REPOSITORY, RUN_DIR, run_local, serve
 from gateway.settings import Settings, SettingsError
 
+KEY_VARIABLE = "GATEWAY_API_KEY"
+"""Where ``send`` finds its API key by default: a client-side variable, not a setting."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -82,6 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--records", type=Path, help="tables: download the answer's records (JSON Lines) here"
     )
     send.add_argument(
+        "--key",
+        default=os.environ.get(KEY_VARIABLE) or None,
+        help=f"an API key, sent as X-API-Key (default: ${KEY_VARIABLE}; the environment keeps it "
+        "out of the process list)",
+    )
+    send.add_argument(
         "--job",
         action="store_true",
         help="submit as a job and follow it (progress on stderr; Ctrl-C cancels it): for long "
@@ -125,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             window_size=args.window_size,
             records=args.records,
             job=args.job,
+            key=args.key,
         )
     try:
         settings = Settings.from_env()

@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def send_files(
     records: Path | None = None,
     job: bool = False,
     poll_s: float = POLL_S,
+    key: str | None = None,
 ) -> int:
     """Post like a FLaVor client: repeated ``files`` parts and an ``images`` JSON field.
 
@@ -52,7 +54,7 @@ def send_files(
     or under the name the gateway's Content-Disposition suggests, and its path printed. A
     tabular answer's records are downloaded to ``records`` when it is given. With ``job``, the
     form is submitted as a job and followed until it ends (``timeout_s`` then bounds each call,
-    not the job).
+    not the job). ``key`` is sent as ``X-API-Key`` with every call.
     """
     from aicoco import IdGenerator
 
@@ -108,28 +110,42 @@ def send_files(
     target = url.rstrip("/") + (f"/models/{model}/{route}" if model else f"/{route}")
     if output != "aicoco":
         target += f"?output={output}"
-    request = urllib.request.Request(
-        target,
-        data=_stream(parts),
-        method="POST",
-        headers={
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Content-Length": str(length),
-        },
-    )
+    gateway = _Gateway(url.rstrip("/"), timeout_s, key)
+    headers = {
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        "Content-Length": str(length),
+    }
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with gateway.open(target, "POST", _stream(parts), headers) as response:
             if not job:
-                return _answer(response, url, save, records, timeout_s)
+                return _answer(response, gateway, save, records)
             status = json.load(response)
     except (urllib.error.URLError, OSError) as exc:
         return _failed(target, exc)
-    return _follow(url.rstrip("/") + status["href"], url, save, records, timeout_s, poll_s)
+    return _follow(gateway.url + status["href"], gateway, save, records, poll_s)
 
 
-def _answer(
-    response: Any, url: str, save: Path | None, records: Path | None, timeout_s: float
-) -> int:
+@dataclass(frozen=True)
+class _Gateway:
+    """Where the calls go, how long each may take, and the API key they carry."""
+
+    url: str
+    timeout_s: float
+    key: str | None
+
+    def open(
+        self,
+        target: str,
+        method: str = "GET",
+        data: Iterator[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        sent = {**(headers or {}), **({"X-API-Key": self.key} if self.key else {})}
+        request = urllib.request.Request(target, data=data, method=method, headers=sent)
+        return urllib.request.urlopen(request, timeout=self.timeout_s)
+
+
+def _answer(response: Any, gateway: _Gateway, save: Path | None, records: Path | None) -> int:
     """Print the AiCOCO answer (and fetch its records), or save the DICOM one."""
     if response.headers.get_content_type() == "application/dicom":
         path = save or Path(response.headers.get_filename() or "result.dcm").name
@@ -140,18 +156,18 @@ def _answer(
     print(json.dumps(body, indent=2, ensure_ascii=False))
     href = body.get("records", {}).get("href") if isinstance(body, dict) else None
     if records is not None and href:
-        return _download(url.rstrip("/") + href, records, timeout_s)
+        return _download(gateway, gateway.url + href, records)
     return 0
 
 
 def _follow(
-    job: str, url: str, save: Path | None, records: Path | None, timeout_s: float, poll_s: float
+    job: str, gateway: _Gateway, save: Path | None, records: Path | None, poll_s: float
 ) -> int:
     """Poll the job, saying each change on stderr, until it ends; then its answer."""
     shown = ""
     try:
         while True:
-            with urllib.request.urlopen(job, timeout=timeout_s) as response:
+            with gateway.open(job) as response:
                 status = json.load(response)
             line = _describe(status)
             if line != shown:
@@ -161,8 +177,7 @@ def _follow(
                 break
             time.sleep(poll_s)
     except KeyboardInterrupt:
-        cancel = urllib.request.Request(job, method="DELETE")
-        with urllib.request.urlopen(cancel, timeout=timeout_s):
+        with gateway.open(job, "DELETE"):
             print(f"job {job} cancelled", file=sys.stderr)
         return 130
     except (urllib.error.URLError, OSError) as exc:
@@ -171,8 +186,8 @@ def _follow(
         print(json.dumps(status.get("error"), indent=2), file=sys.stderr)
         return 1
     try:
-        with urllib.request.urlopen(job + "/result", timeout=timeout_s) as response:
-            return _answer(response, url, save, records, timeout_s)
+        with gateway.open(job + "/result") as response:
+            return _answer(response, gateway, save, records)
     except (urllib.error.URLError, OSError) as exc:
         return _failed(job + "/result", exc)
 
@@ -190,10 +205,10 @@ def _describe(status: dict[str, Any]) -> str:
     return ", ".join(words)
 
 
-def _download(target: str, path: Path, timeout_s: float) -> int:
+def _download(gateway: _Gateway, target: str, path: Path) -> int:
     """The records artifact, streamed to ``path``; its line count printed to stderr."""
     try:
-        with urllib.request.urlopen(target, timeout=timeout_s) as response, path.open("wb") as out:
+        with gateway.open(target) as response, path.open("wb") as out:
             lines = 0
             while chunk := response.read(_CHUNK):
                 out.write(chunk)

@@ -15,7 +15,11 @@ import hashlib
 import hmac
 import io
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -437,6 +441,22 @@ def test_another_keys_job_is_a_404(
         assert http.get(location + "/result", headers=mine).status_code == 200
         unknown = http.get("/jobs/" + "A" * 22, headers=mine)
         assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "job_not_found")
+    # The send command carries the key it finds in GATEWAY_API_KEY, on every call of a job.
+    image = tmp_path / "chest.png"
+    image.write_bytes(png_form("chest", 4)["files"][0][1][1])
+    command = [sys.executable, "-m", "gateway", "send", "--url", url, "--job", str(image)]
+    environment = {k: v for k, v in os.environ.items() if k != "GATEWAY_API_KEY"}
+    refused = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60)
+    assert refused.returncode == 1 and "unauthorized" in refused.stderr
+    sent = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={**environment, "GATEWAY_API_KEY": key_a},
+        timeout=TIMEOUT_S,
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["images"][0]["file_name"] == "chest.png"
 
 
 # ---- kill -9 ----
@@ -674,10 +694,6 @@ def test_200_jobs_at_once_across_two_gateways_each_run_and_fetched_exactly_once(
 def test_the_send_command_follows_a_job_and_ctrl_c_cancels_it(
     client: httpx.Client, series: list[Path], tmp_path: Path
 ) -> None:
-    import signal
-    import subprocess
-    import sys
-
     image = tmp_path / "chest.png"
     image.write_bytes(png_form("chest", 4)["files"][0][1][1])
     command = [sys.executable, "-m", "gateway", "send", "--url", str(client.base_url), "--job"]
