@@ -4,8 +4,8 @@
 The order of writes is what makes a kill harmless (:mod:`gateway.jobs.store`): the input folder
 is complete before the job's row exists, and the result is written to a hidden file, flushed,
 and renamed into place before the row says the job succeeded. A folder whose job has no row is
-what a kill between those steps leaves; :meth:`JobFiles.orphans` finds them once they are old
-enough that no submission can still be writing them.
+what a kill between those steps leaves; the upkeep removes those among
+:meth:`JobFiles.old_folders`, old enough that no submission can still be writing them.
 
 Blocking file work: callers run it on a thread, except the removals that must also run while a
 task is being cancelled (a few unlinks).
@@ -72,12 +72,13 @@ class JobFiles:
     def remove(self, job_id: str) -> None:
         shutil.rmtree(self.folder(job_id), ignore_errors=True)
 
-    def orphans(self, known: set[str], now: float | None = None) -> list[str]:
-        """Job folders older than :data:`ORPHAN_AGE_S` whose id is not in ``known``."""
+    def old_folders(self, now: float | None = None) -> list[str]:
+        """Job folders older than :data:`ORPHAN_AGE_S`: the only ones that may be orphans, so
+        the store is asked about these few rather than every job kept."""
         now = time.time() if now is None else now
         found = []
         for entry in self.root.iterdir():
-            if not is_job_id(entry.name) or entry.name in known:
+            if not is_job_id(entry.name):
                 continue
             try:
                 age = now - entry.stat().st_mtime
@@ -86,6 +87,3 @@ class JobFiles:
             if age > ORPHAN_AGE_S:
                 found.append(entry.name)
         return found
-
-    def folders(self) -> list[str]:
-        return [entry.name for entry in self.root.iterdir() if is_job_id(entry.name)]

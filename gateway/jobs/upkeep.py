@@ -9,7 +9,7 @@ removal that tolerates another gateway having done it first.
 - **Retention.** Every minute (sooner for a short retention), and when a job ends: ended jobs
   older than ``JOB_RETENTION_S`` are removed, then those that ended first until the results
   left fit in ``JOB_MAX_BYTES``; the row first, then the files. Then what a kill left behind: an
-  ended job's inputs, and a folder whose job has no row (:meth:`JobFiles.orphans`).
+  ended job's inputs, and a folder whose job has no row among :meth:`JobFiles.old_folders`.
 """
 
 from __future__ import annotations
@@ -87,9 +87,9 @@ class Upkeep:
             if board.files.inputs(job_id).exists():
                 # Its gateway was killed before removing them.
                 await asyncio.to_thread(board.files.remove_inputs, job_id)
-        folders = await asyncio.to_thread(board.files.folders)
-        known = await board.store.existing(folders)
-        for job_id in board.files.orphans(known, now):
+        old = await asyncio.to_thread(board.files.old_folders, now)
+        known = await board.store.existing(old)
+        for job_id in set(old) - known:
             await asyncio.to_thread(board.files.remove, job_id)
         if removed:
             logger.info(

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 
 from gateway import intake, invocation
 from gateway.auth import NO_KEY, audit
@@ -142,16 +142,15 @@ async def result(request: Request) -> Response:
             details={"job": job.id, "state": job.state.value},
         )
     path = service.jobs.files.result(job.id)
-    try:
-        content = await service.cpu.run(path.read_bytes)
-    except FileNotFoundError:
-        # The row was removed by retention between the two reads.
-        raise JobNotFound(f"job {job.id}'s result was just removed by retention") from None
-    headers = {}
-    if job.result_name:
-        headers["Content-Disposition"] = f'attachment; filename="{job.result_name}"'
-    media_type = job.result_type or invocation.JSON_MEDIA_TYPE
-    return Response(content, media_type=media_type, headers=headers)
+    if not path.is_file():
+        # Retention removed it between the row's read and now.
+        raise JobNotFound(f"job {job.id}'s result was just removed by retention")
+    # Streamed from disk (a SEG of a long series is tens of MB), never read whole into memory.
+    return FileResponse(
+        path,
+        media_type=job.result_type or invocation.JSON_MEDIA_TYPE,
+        filename=job.result_name,
+    )
 
 
 async def cancel(request: Request) -> Response:

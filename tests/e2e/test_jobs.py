@@ -232,6 +232,36 @@ def test_a_job_shows_its_progress_advancing_and_answers_as_the_synchronous_call(
     assert canonical(result.json()) == canonical(synchronous.json())
 
 
+def test_a_seg_asked_of_a_job_is_its_result_as_the_synchronous_call_sends_it(
+    client: httpx.Client, series: list[Path]
+) -> None:
+    import pydicom
+
+    part = series[120:150]
+    submitted = client.post(
+        f"/models/{VOLUME_MODEL}/jobs",
+        params={"output": "seg"},
+        **dicom_form(part),  # type: ignore[arg-type]
+    )
+    assert submitted.status_code == 202, submitted.text
+    assert until_ended(client, submitted.headers["location"])[-1]["state"] == "succeeded"
+    result = client.get(submitted.headers["location"] + "/result")
+    synchronous = client.post(
+        f"/models/{VOLUME_MODEL}/invocations",
+        params={"output": "seg"},
+        **dicom_form(part),  # type: ignore[arg-type]
+    )
+    for answer in (result, synchronous):
+        assert answer.status_code == 200 and answer.headers["content-type"] == "application/dicom"
+        assert answer.headers["content-disposition"].endswith(
+            'filename="chest_segmenter_3d-seg.dcm"'
+        )
+    ours, theirs = (pydicom.dcmread(io.BytesIO(a.content)) for a in (result, synchronous))
+    assert ours.SOPClassUID == theirs.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    assert ours.NumberOfFrames == theirs.NumberOfFrames
+    assert ours.PixelData == theirs.PixelData, "the same masks, frame for frame"
+
+
 def test_delete_mid_run_frees_its_slot_and_files_within_a_second(
     client: httpx.Client, series: list[Path], jobs_dir: Path
 ) -> None:
