@@ -10,9 +10,10 @@
   under ``JOB_CALLBACK_SECRET`` of ``<X-Gateway-Timestamp>.<body>``. The receiver recomputes it
   over the raw body and checks the timestamp is recent, which also stops a replay.
 - **Retried.** Up to :data:`ATTEMPTS` tries, :data:`FIRST_BACKOFF_S` doubling between them,
-  until a 2xx. The due time is in the job's row and each attempt is taken from the store
-  (:meth:`~gateway.jobs.store.JobStore.take_callback`), so a callback survives a restart and
-  one gateway, not all, sends it.
+  until a 2xx. One at a time per gateway: a receiver that hangs holds the others back for at
+  most :data:`TIMEOUT_S`. The due time is in the job's row and each attempt is taken from the
+  store (:meth:`~gateway.jobs.store.JobStore.take_callback`), so a callback survives a restart
+  and one gateway, not all, sends it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from gateway.errors import CallbackNotAllowed
+from gateway.errors import ApiError, CallbackNotAllowed
 from gateway.jobs.status import status_of
 from gateway.jobs.store import CallbackState, Job, JobStore
 from gateway.jobs.wakeup import nap
@@ -106,14 +107,13 @@ class CallbackSender:
             while True:
                 try:
                     job = await self._store.take_callback(HOLD_S)
-                except Exception as exc:  # the store is down: the next poll tries again
-                    logger.warning("callbacks: %s", exc)
-                    job = None
-                if job is None:
-                    self._due.clear()
-                    await nap(self._due, POLL_S)
-                    continue
-                await self._attempt(client, job)
+                    if job is not None:
+                        await self._attempt(client, job)
+                        continue
+                except ApiError as exc:  # the store is down: the next poll tries again
+                    logger.warning("callbacks: %s", exc.message)
+                self._due.clear()
+                await nap(self._due, POLL_S)
 
     async def _attempt(self, client: httpx.AsyncClient, job: Job) -> None:
         assert job.callback is not None

@@ -94,7 +94,11 @@ class JobWorkers:
         finally:
             reporter.cancel()
             self._board.running.pop(job.id, None)
-        failure = None if task.cancelled() else task.exception()
+        if task.cancelled():
+            # Cancelled by a DELETE, which removes the inputs itself; or taken over by another
+            # gateway after this one lost its lease, which needs them.
+            return
+        failure = task.exception()
         if failure is not None:
             logger.warning(
                 "job %s: its end could not be recorded (%s); it runs again after its lease",
@@ -121,7 +125,10 @@ class JobWorkers:
             except ApiError:
                 continue  # the store is down; the lease runs on, the job too
             if not mine:
-                logger.info("job %s is no longer this gateway's (cancelled); stopping", job.id)
+                logger.info(
+                    "job %s is no longer this gateway's (cancelled, or taken over); stopping",
+                    job.id,
+                )
                 task.cancel()
                 return
 
@@ -162,7 +169,9 @@ class JobWorkers:
         service, folder = self._service, self._board.files.inputs(job.id)
         run = Run(service, job.model)
         if job.kind is Kind.DICOMWEB:
-            folder.mkdir(parents=True, exist_ok=True)  # scratch for the retrieval
+            # Scratch for the retrieval, emptied of an earlier run's.
+            await asyncio.to_thread(self._board.files.remove_inputs, job.id)
+            folder.mkdir(parents=True)
             asked = invocation_of(job.request)
             chosen = await round_trip.plan(service, job.model, asked)
             result = await round_trip.round_trip(

@@ -62,21 +62,23 @@ def _owner(request: Request) -> str:
     return key
 
 
-def _callback(request: Request, service: Service) -> str | None:
+def _check_callback(request: Request, service: Service) -> None:
     url = request.query_params.get("callback")
-    return checked_callback(url, service.settings) if url else None
+    if url:
+        checked_callback(url, service.settings)
 
 
-def _job(request: Request, service: Service, model: str, kind: Kind, saved: str) -> Job:
+def _queued(request: Request, job_id: str, model: str, kind: Kind, saved: str) -> Job:
+    """The job as submitted, its owner the request's key, its callback already checked."""
     return Job(
-        id=request.state.job_id,
+        id=job_id,
         owner=_owner(request),
         model=model,
         kind=kind,
         request=saved,
         state=State.QUEUED,
         created_at=time.time(),
-        callback=_callback(request, service),
+        callback=request.query_params.get("callback") or None,
     )
 
 
@@ -93,9 +95,9 @@ async def submit(request: Request) -> Response:
     model_name: str = request.path_params.get("name", service.settings.default_model)
     boundary = check_headers(request)
     wanted = requested(request.query_params.get("output"), None)
-    _callback(request, service)  # refused before the upload, not after
+    _check_callback(request, service)  # refused before the upload, not after
     decision = await invocation.decide(service, model_name, wanted)
-    job_id = request.state.job_id = new_job_id()
+    job_id = new_job_id()
     record = audit(request)
     record.update(model=model_name, job=job_id)
     with service.jobs.files.receiving(job_id) as folder:
@@ -103,8 +105,8 @@ async def submit(request: Request) -> Response:
         record.update(files=len(form.uploads), bytes=form.upload_bytes)
         run = Run(service, model_name)
         await invocation.prepare(service, decision, form, request.state.request_id, run)
-        job = _job(request, service, model_name, Kind.FILES, files_request(form, wanted))
-        return await _accepted(service, job)
+        saved = files_request(form, wanted)
+        return await _accepted(service, _queued(request, job_id, model_name, Kind.FILES, saved))
 
 
 async def submit_from_pacs(request: Request) -> Response:
@@ -112,13 +114,13 @@ async def submit_from_pacs(request: Request) -> Response:
     round_trip.pacs_of(service)
     model_name: str = request.path_params.get("name", service.settings.default_model)
     asked = await round_trip.read_invocation(request, service)
-    _callback(request, service)
+    _check_callback(request, service)
     await round_trip.plan(service, model_name, asked)
-    job_id = request.state.job_id = new_job_id()
+    job_id = new_job_id()
     audit(request).update(model=model_name, job=job_id)
     with service.jobs.files.receiving(job_id):
-        job = _job(request, service, model_name, Kind.DICOMWEB, dicomweb_request(asked))
-        return await _accepted(service, job)
+        saved = dicomweb_request(asked)
+        return await _accepted(service, _queued(request, job_id, model_name, Kind.DICOMWEB, saved))
 
 
 async def show(request: Request) -> Response:
