@@ -177,8 +177,11 @@ def _follow(
                 break
             time.sleep(poll_s)
     except KeyboardInterrupt:
-        with gateway.open(job, "DELETE"):
-            print(f"job {job} cancelled", file=sys.stderr)
+        try:
+            with gateway.open(job, "DELETE"):
+                print(f"job {job} cancelled", file=sys.stderr)
+        except (urllib.error.URLError, OSError) as exc:
+            _failed(job, exc)
         return 130
     except (urllib.error.URLError, OSError) as exc:
         return _failed(job, exc)
