@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -492,10 +492,25 @@ def test_another_keys_job_is_a_404(
 # ---- kill -9 ----
 
 
-def _gateway(folder: Path, triton: LocalTriton, env: Mapping[str, str]) -> GatewayProcess:
-    gateway = GatewayProcess(folder, triton.grpc_url, env)
-    gateway.wait_until_ready()
-    return gateway
+Launch = Callable[[Mapping[str, str]], GatewayProcess]
+
+
+@pytest.fixture
+def launch(triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launch]:
+    """Gateways the test kills or stops itself; any still running when it ends (a failed
+    assertion between a start and a kill) is killed, never left behind."""
+    started: list[GatewayProcess] = []
+
+    def start(env: Mapping[str, str]) -> GatewayProcess:
+        gateway = GatewayProcess(tmp_path_factory.mktemp("gw"), triton.grpc_url, env)
+        started.append(gateway)
+        gateway.wait_until_ready()
+        return gateway
+
+    yield start
+    for gateway in started:
+        if gateway.process.poll() is None:
+            _kill(gateway)
 
 
 def _wait_inputs_removed(jobs: Path, ids: list[str]) -> None:
@@ -526,17 +541,17 @@ def _wait_running(http: httpx.Client, location: str, attempt: int = 1) -> None:
 
 
 def test_kill_9_mid_job_then_a_restart_requeues_it_and_it_finishes_or_fails_with_its_code(
-    triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory, series: list[Path]
+    launch: Launch, tmp_path_factory: pytest.TempPathFactory, series: list[Path]
 ) -> None:
     jobs = tmp_path_factory.mktemp("killed-jobs")
     env = {"JOBS_DIR": str(jobs), "JOB_LEASE_S": "2"}
     # Killed once: queued again, and it finishes.
-    first = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    first = launch(env)
     with httpx.Client(base_url=first.url, timeout=TIMEOUT_S) as http:
         once = http.post(f"/models/{VOLUME_MODEL}/jobs", **dicom_form(series)).headers["location"]  # type: ignore[arg-type]
         _wait_running(http, once)
     _kill(first)
-    second = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    second = launch(env)
     try:
         with httpx.Client(base_url=second.url, timeout=TIMEOUT_S) as http:
             seen = until_ended(http, once)
@@ -549,11 +564,11 @@ def test_kill_9_mid_job_then_a_restart_requeues_it_and_it_finishes_or_fails_with
             _wait_running(http, twice)
     finally:
         _kill(second)
-    third = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    third = launch(env)
     with httpx.Client(base_url=third.url, timeout=TIMEOUT_S) as http:
         _wait_running(http, twice, attempt=2)
     _kill(third)
-    fourth = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    fourth = launch(env)
     try:
         with httpx.Client(base_url=fourth.url, timeout=TIMEOUT_S) as http:
             seen = until_ended(http, twice)
@@ -568,10 +583,10 @@ def test_kill_9_mid_job_then_a_restart_requeues_it_and_it_finishes_or_fails_with
 
 
 def test_a_gateway_stopped_with_sigterm_hands_its_job_back_and_the_run_does_not_count(
-    triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory, series: list[Path]
+    launch: Launch, tmp_path_factory: pytest.TempPathFactory, series: list[Path]
 ) -> None:
     env = {"JOBS_DIR": str(tmp_path_factory.mktemp("stopped-jobs")), "JOB_LEASE_S": "3"}
-    first = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    first = launch(env)
     with httpx.Client(base_url=first.url, timeout=TIMEOUT_S) as http:
         location = http.post(f"/models/{VOLUME_MODEL}/jobs", **dicom_form(series)).headers[  # type: ignore[arg-type]
             "location"
@@ -579,7 +594,7 @@ def test_a_gateway_stopped_with_sigterm_hands_its_job_back_and_the_run_does_not_
         _wait_running(http, location)
     first.stop()
     assert first.process.returncode == 0, first.log_tail()
-    second = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    second = launch(env)
     try:
         with httpx.Client(base_url=second.url, timeout=TIMEOUT_S) as http:
             final = until_ended(http, location)[-1]
@@ -589,7 +604,7 @@ def test_a_gateway_stopped_with_sigterm_hands_its_job_back_and_the_run_does_not_
 
 
 def test_nothing_is_lost_when_the_gateway_is_killed_at_any_moment(
-    triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory
+    launch: Launch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Jobs submitted back to back while the gateway is killed (``kill -9``) at random moments,
     four times: the kills land between any two steps (receiving, the row, the claim, the run,
@@ -600,7 +615,7 @@ def test_nothing_is_lost_when_the_gateway_is_killed_at_any_moment(
     accepted: list[str] = []
     rng = random.Random(5)
     for _ in range(4):
-        gateway = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+        gateway = launch(env)
         stop = threading.Event()
 
         def submit(url: str = gateway.url, stop: threading.Event = stop) -> None:
@@ -622,7 +637,7 @@ def test_nothing_is_lost_when_the_gateway_is_killed_at_any_moment(
         stop.set()
         submitter.join()
     assert len(accepted) > 20
-    last = _gateway(tmp_path_factory.mktemp("gw"), triton, env)
+    last = launch(env)
     try:
         with httpx.Client(base_url=last.url, timeout=TIMEOUT_S) as http:
             outcomes = {}
@@ -641,13 +656,13 @@ def test_nothing_is_lost_when_the_gateway_is_killed_at_any_moment(
 
 @pytest.fixture
 def two_gateways(
-    triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory, postgres_url: str
+    launch: Launch, tmp_path_factory: pytest.TempPathFactory, postgres_url: str
 ) -> Iterator[tuple[httpx.Client, httpx.Client]]:
     env = {
         "JOBS_DIR": str(tmp_path_factory.mktemp("shared-jobs")),
         "JOBS_DATABASE_URL": fresh_database(postgres_url),
     }
-    gateways = [_gateway(tmp_path_factory.mktemp("gw"), triton, env) for _ in range(2)]
+    gateways = [launch(env) for _ in range(2)]
     try:
         with (
             httpx.Client(base_url=gateways[0].url, timeout=TIMEOUT_S) as a,
