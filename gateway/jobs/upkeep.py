@@ -8,8 +8,9 @@ removal that tolerates another gateway having done it first.
   a job started once is queued again; a job started twice fails with ``job_interrupted``.
 - **Retention.** Every minute (sooner for a short retention), and when a job ends: ended jobs
   older than ``JOB_RETENTION_S`` are removed, then those that ended first until the results
-  left fit in ``JOB_MAX_BYTES``; the row first, then the files. Then what a kill left behind: an
-  ended job's inputs, and a folder whose job has no row among :meth:`JobFiles.old_folders`.
+  left fit in ``JOB_MAX_BYTES``; the row first, then the files. On the timer only, what a kill
+  left behind: the inputs of a job that ended since the last look, and a folder whose job has
+  no row among :meth:`JobFiles.old_folders`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ import time
 
 from gateway.errors import ApiError, JobInterrupted
 from gateway.jobs.board import JobBoard
+from gateway.jobs.files import JobFiles
 from gateway.jobs.wakeup import nap
 from gateway.jobs.worker import error_object
 
 logger = logging.getLogger("gateway.jobs")
+
+CLOCK_SKEW_S = 300.0
+"""How far the gateways' clocks (which stamp a job's end) may disagree."""
 
 
 class Upkeep:
@@ -33,6 +38,9 @@ class Upkeep:
         self._lease_period_s = settings.job_lease_s / 3
         self._sweep_period_s = min(60.0, max(1.0, settings.job_retention_s / 10))
         self._ended = asyncio.Event()
+        self._leftovers_since = 0.0
+        """Jobs that ended before this (less :data:`CLOCK_SKEW_S`) had their inputs checked:
+        0 at start, so a restarted gateway looks at all of them once."""
 
     def wake(self) -> None:
         self._ended.set()
@@ -42,10 +50,14 @@ class Upkeep:
         while True:
             try:
                 await self.expire_leases()
-                if self._ended.is_set() or time.monotonic() - swept >= self._sweep_period_s:
+                due = time.monotonic() - swept >= self._sweep_period_s
+                if due or self._ended.is_set():
                     self._ended.clear()
-                    swept = time.monotonic()
-                    await self.sweep()
+                    # A job that ends wakes the retention (JOB_MAX_BYTES); what a kill left
+                    # behind is looked for on the timer only.
+                    await self.sweep(leftovers=due)
+                    if due:
+                        swept = time.monotonic()
             except ApiError as exc:  # the store is down: the next round tries again
                 logger.warning("jobs upkeep: %s", exc.message)
             except OSError as exc:
@@ -68,8 +80,9 @@ class Upkeep:
         if failed:
             board.on_end()
 
-    async def sweep(self, now: float | None = None) -> int:
-        """Remove what retention does not keep; how many jobs were removed."""
+    async def sweep(self, now: float | None = None, *, leftovers: bool = True) -> int:
+        """Remove what retention does not keep, and with ``leftovers`` what a kill left behind;
+        how many jobs were removed."""
         board, settings = self._board, self._board.settings
         now = time.time() if now is None else now
         ended = await board.store.ended()
@@ -83,16 +96,25 @@ class Upkeep:
         for job_id in removed:
             if await board.store.delete(job_id):
                 await asyncio.to_thread(board.files.remove, job_id)
-        for job_id, _, _ in kept:
-            if board.files.inputs(job_id).exists():
-                # Its gateway was killed before removing them.
-                await asyncio.to_thread(board.files.remove_inputs, job_id)
-        old = await asyncio.to_thread(board.files.old_folders, now)
-        known = await board.store.existing(old)
-        for job_id in set(old) - known:
-            await asyncio.to_thread(board.files.remove, job_id)
+        if leftovers:
+            # Inputs a gateway killed just after a job ended did not remove: only jobs that
+            # ended since the last look, so a sweep does not stat every job kept.
+            since = self._leftovers_since - CLOCK_SKEW_S
+            recent = [job_id for job_id, finished_at, _ in kept if finished_at >= since]
+            await asyncio.to_thread(_remove_inputs_left, board.files, recent)
+            self._leftovers_since = now
+            old = await asyncio.to_thread(board.files.old_folders, now)
+            known = await board.store.existing(old)
+            for job_id in set(old) - known:
+                await asyncio.to_thread(board.files.remove, job_id)
         if removed:
             logger.info(
                 "removed %d ended job(s); %d kept (%d bytes)", len(removed), len(kept), total
             )
         return len(removed)
+
+
+def _remove_inputs_left(files: JobFiles, job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        if files.inputs(job_id).exists():
+            files.remove_inputs(job_id)

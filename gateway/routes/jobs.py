@@ -62,14 +62,16 @@ def _owner(request: Request) -> str:
     return key
 
 
-def _check_callback(request: Request, service: Service) -> None:
+def _callback(request: Request, service: Service) -> str | None:
+    """The ``callback`` query parameter, checked (before any upload); None when absent."""
     url = request.query_params.get("callback")
-    if url:
-        checked_callback(url, service.settings)
+    return checked_callback(url, service.settings) if url else None
 
 
-def _queued(request: Request, job_id: str, model: str, kind: Kind, saved: str) -> Job:
-    """The job as submitted, its owner the request's key, its callback already checked."""
+def _queued(
+    request: Request, job_id: str, model: str, kind: Kind, saved: str, callback: str | None
+) -> Job:
+    """The job as submitted, its owner the request's key."""
     return Job(
         id=job_id,
         owner=_owner(request),
@@ -78,7 +80,7 @@ def _queued(request: Request, job_id: str, model: str, kind: Kind, saved: str) -
         request=saved,
         state=State.QUEUED,
         created_at=time.time(),
-        callback=request.query_params.get("callback") or None,
+        callback=callback,
     )
 
 
@@ -95,7 +97,7 @@ async def submit(request: Request) -> Response:
     model_name: str = request.path_params.get("name", service.settings.default_model)
     boundary = check_headers(request)
     wanted = requested(request.query_params.get("output"), None)
-    _check_callback(request, service)  # refused before the upload, not after
+    callback = _callback(request, service)  # refused before the upload, not after
     decision = await invocation.decide(service, model_name, wanted)
     job_id = new_job_id()
     record = audit(request)
@@ -106,7 +108,8 @@ async def submit(request: Request) -> Response:
         run = Run(service, model_name)
         await invocation.prepare(service, decision, form, request.state.request_id, run)
         saved = files_request(form, wanted)
-        return await _accepted(service, _queued(request, job_id, model_name, Kind.FILES, saved))
+        job = _queued(request, job_id, model_name, Kind.FILES, saved, callback)
+        return await _accepted(service, job)
 
 
 async def submit_from_pacs(request: Request) -> Response:
@@ -114,13 +117,14 @@ async def submit_from_pacs(request: Request) -> Response:
     round_trip.pacs_of(service)
     model_name: str = request.path_params.get("name", service.settings.default_model)
     asked = await round_trip.read_invocation(request, service)
-    _check_callback(request, service)
+    callback = _callback(request, service)
     await round_trip.plan(service, model_name, asked)
     job_id = new_job_id()
     audit(request).update(model=model_name, job=job_id)
     with service.jobs.files.receiving(job_id):
         saved = dicomweb_request(asked)
-        return await _accepted(service, _queued(request, job_id, model_name, Kind.DICOMWEB, saved))
+        job = _queued(request, job_id, model_name, Kind.DICOMWEB, saved, callback)
+        return await _accepted(service, job)
 
 
 async def show(request: Request) -> Response:
