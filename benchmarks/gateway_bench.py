@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -208,6 +209,48 @@ def status_kib(pid: int, field: str) -> int:
     return int(match.group(1))
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One series through the gateway, as the benchmarks measure it."""
+
+    response: httpx.Response
+    seconds: float
+    idle_kib: int
+    """The gateway's resident size before the request."""
+    peak_kib: int
+    """Its highest resident size during the request (VmHWM, reset just before)."""
+    stages: dict[str, float]
+    """Seconds the request spent in each stage, from the gateway's histograms."""
+
+
+def measured_series(
+    url: str,
+    pid: int,
+    model: str,
+    files: list[tuple[str, tuple[str, bytes, str]]],
+    images: list[dict[str, Any]],
+    *,
+    timeout_s: float,
+) -> Measured:
+    """Post a series to ``model`` on the gateway of ``pid``: its time, memory and stages."""
+    before = _stage_sums(url, model)
+    idle_kib = status_kib(pid, "VmRSS")
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    start = time.perf_counter()
+    response = httpx.post(
+        f"{url}/models/{model}/invocations",
+        files=files,
+        data={"images": json.dumps(images)},
+        timeout=timeout_s,
+    )
+    seconds = time.perf_counter() - start
+    response.raise_for_status()
+    peak_kib = status_kib(pid, "VmHWM")
+    after = _stage_sums(url, model)
+    stages = {stage: after[stage] - before[stage] for stage in STAGES}
+    return Measured(response, seconds, idle_kib, peak_kib, stages)
+
+
 def _stage_sums(url: str, model: str) -> dict[str, float]:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     sums = dict.fromkeys(STAGES, 0.0)
@@ -368,26 +411,14 @@ def series(url: str, pid: int, slices: int, workdir: Path) -> None:
         f"({pixel_bytes / 2**20:.0f} MiB of pixels, {sum(len(f[1][1]) for f in files) / 2**20:.0f} "
         "MiB of DICOM)"
     )
-    before = _stage_sums(url, SEGMENTER_3D)
-    idle_kib = status_kib(pid, "VmRSS")
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    start = time.perf_counter()
-    response = httpx.post(
-        f"{url}/models/{SEGMENTER_3D}/invocations",
-        files=files,
-        data={"images": json.dumps(images)},
-        timeout=600,
-    )
-    elapsed = time.perf_counter() - start
-    response.raise_for_status()
-    peak_kib = status_kib(pid, "VmHWM")
-    after = _stage_sums(url, SEGMENTER_3D)
-    answer = response.json()
+    measured = measured_series(url, pid, SEGMENTER_3D, files, images, timeout_s=600)
+    elapsed, spent = measured.seconds, measured.stages
+    idle_kib, peak_kib = measured.idle_kib, measured.peak_kib
+    answer = measured.response.json()
     print(
         f"  {elapsed:.1f} s end to end; {len(answer['objects'])} objects, "
         f"{len(answer['annotations'])} annotations"
     )
-    spent = {stage: after[stage] - before[stage] for stage in STAGES}
     for stage in STAGES:
         print(f"  {stage:<12} {spent[stage]:>7.2f} s")
     print(

@@ -30,10 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
-from benchmarks.gateway_bench import STAGES, _stage_sums, gateway_process, status_kib
+from benchmarks.gateway_bench import STAGES, gateway_process, measured_series, status_kib
 from gateway.volumes.grid import resampled_shape
 from gateway.volumes.windows import Accumulator, Plan
 from tests.factories import make_ct_series
@@ -125,25 +124,11 @@ def gateway_run(folder: Path, workdir: Path) -> dict[str, float]:
             paths = sorted(folder.iterdir())
             images = [{"id": f"s{z}", "file_name": p.name, "index": z} for z, p in enumerate(paths)]
             files = [("files", (p.name, p.read_bytes(), "application/dicom")) for p in paths]
-            before = _stage_sums(url, CARD.name)
-            idle = status_kib(pid, "VmRSS")
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
-            start = time.perf_counter()
-            response = httpx.post(
-                f"{url}/models/{CARD.name}/invocations",
-                files=files,
-                data={"images": json.dumps(images)},
-                timeout=1800,
-            )
-            seconds = time.perf_counter() - start
-            response.raise_for_status()
-            peak = status_kib(pid, "VmHWM") - idle
-            after = _stage_sums(url, CARD.name)
+            measured = measured_series(url, pid, CARD.name, files, images, timeout_s=1800)
     finally:
         triton.stop()
-    result = {"seconds": seconds, "peak_kib": float(peak)}
-    result.update({stage: after[stage] - before[stage] for stage in STAGES})
-    return result
+    peak = measured.peak_kib - measured.idle_kib
+    return {"seconds": measured.seconds, "peak_kib": float(peak), **measured.stages}
 
 
 def _verdict(met: bool) -> str:
